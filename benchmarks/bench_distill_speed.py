@@ -1,0 +1,93 @@
+"""Distillation training throughput (samples/s) on the MiniLM-L6 shape.
+
+Teacher and student: 6 layers, hidden 384, 12 heads, FFN 1536, vocab 30522; student 2-2-8
+(TWN, row-wise embedding, symmetric 8-bit activations); GRAPH_MODE; random weights and
+tokens (speed does not depend on their values). Median of --steps timed steps after
+--warmup untimed ones, exactly how the PyTorch original's 10.1 / 19.7 samples/s were taken.
+
+    python benchmarks/bench_distill_speed.py --seq_lengths 128 64 --out benchmarks/results/distill_speed_cpu.json
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
+    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--seq_lengths", type=int, nargs="+", default=[128, 64])
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--quant", default="2-2-8")
+    ap.add_argument("--ternarizer", default="twn", choices=["twn", "lat"])
+    ap.add_argument("--out", default="benchmarks/results/distill_speed_cpu.json")
+    args = ap.parse_args(argv)
+
+    import mindspore as ms
+    from src.config import BertConfig, DistillConfig, QuantConfig, TrainConfig
+    from src.tinybert_model import BertForSequenceClassification, with_dropout
+    from src.cell_wrapper import DistillLoss, TrainOneStep, build_optimizer
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device_target)
+    ms.set_seed(0)
+    cfg = BertConfig(num_labels=2)
+    qcfg = QuantConfig.from_preset(args.quant, ternarizer=args.ternarizer)
+    teacher = BertForSequenceClassification(with_dropout(cfg, 0.0), QuantConfig.full_precision())
+    student = BertForSequenceClassification(with_dropout(cfg, 0.0), qcfg)
+    loss = DistillLoss(student, teacher, DistillConfig())
+    opt = build_optimizer(student.trainable_params(), TrainConfig(), 1000)
+    step = TrainOneStep(loss, opt, 1.0, student, qcfg)
+    step.set_train()
+    rng = np.random.RandomState(0)
+    results = []
+    for seq in args.seq_lengths:
+        b = args.batch_size
+        ids = ms.Tensor(rng.randint(0, cfg.vocab_size, (b, seq)).astype(np.int32))
+        lens = rng.randint(seq // 2, seq + 1, b)
+        mask = ms.Tensor((np.arange(seq)[None, :] < lens[:, None]).astype(np.int32))
+        seg = ms.Tensor(np.zeros((b, seq), np.int32))
+        y = ms.Tensor(rng.randint(0, 2, b).astype(np.int32))
+        t0 = time.time()
+        for _ in range(args.warmup):
+            step(ids, mask, seg, y).asnumpy()
+        warm = time.time() - t0
+        times = []
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            step(ids, mask, seg, y).asnumpy()
+            times.append(time.perf_counter() - t)
+        med = statistics.median(times)
+        row = {"seq_length": seq, "batch_size": b, "median_step_s": med,
+               "samples_per_s": b / med, "warmup_s": warm,
+               "step_times_s": [round(t, 4) for t in times]}
+        print(json.dumps(row))
+        results.append(row)
+    try:
+        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+    except Exception:  # noqa: BLE001 - a benchmark outside a checkout still reports
+        commit = "unknown"
+    out = {"benchmark": "distillation step, MiniLM-L6 teacher + 2-2-8 student",
+           "quant": args.quant, "ternarizer": args.ternarizer, "mode": "GRAPH_MODE",
+           "device_target": args.device_target, "machine": f"{platform.machine()}, "
+           f"{os.cpu_count()} cores", "warmup_steps": args.warmup, "timed_steps": args.steps,
+           "commit": commit, "command": "python " + " ".join(sys.argv),
+           "pytorch_original_samples_per_s": {"128": 10.1, "64": 19.7},
+           "results": results}
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

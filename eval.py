@@ -1,0 +1,64 @@
+"""Evaluate a checkpoint on a task's dev set and write the metrics.
+
+    python eval.py --checkpoint out/student/best.ckpt --data_dir data/sts-b-128
+
+The network is rebuilt from the JSON beside the checkpoint (or from a packed .tbq file,
+see export.py); the checkpoint is always an explicit path, never "the newest file".
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+from src import cli
+
+logger = logging.getLogger("eval")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="a .ckpt (config .json beside it) or a packed .tbq file")
+    ap.add_argument("--task_name", type=cli.task_name, default=None,
+                    help="optional check: must be the checkpoint's task")
+    cli.add_device_args(ap)
+    cli.add_data_args(ap)
+    ap.add_argument("--split", default="dev", choices=["dev", "train"])
+    ap.add_argument("--output_file", default=None, help="metrics JSON (default: <checkpoint>.eval.json)")
+    return ap.parse_args(argv)
+
+
+def load_any(path):
+    """(network, RunConfig) from a .ckpt or a packed .tbq file."""
+    if path.endswith(".tbq"):
+        from src.packing import load_packed
+        return load_packed(path)
+    from src.checkpoint import load_network
+    return load_network(path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.setup_logging()
+    from src.trainer import evaluate, set_context
+    set_context(args.device_target, args.device_id, args.mode)
+    net, run = load_any(args.checkpoint)
+    if args.task_name and args.task_name != run.task:
+        raise ValueError(f"{args.checkpoint} is a {run.task} model, not {args.task_name}")
+    metrics = evaluate(net, args.data_dir, run.task, args.eval_batch_size, args.dataset_type, split=args.split)
+    result = {"checkpoint": os.path.abspath(args.checkpoint), "task": run.task, "split": args.split,
+              "quant": run.quant.name, "data_dir": os.path.abspath(args.data_dir), **metrics}
+    out = args.output_file or os.path.splitext(args.checkpoint)[0] + ".eval.json"
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    logger.info("%s %s (%s): %s -> %s", run.task, args.split, run.quant.name,
+                " ".join(f"{k} {v:.5f}" for k, v in metrics.items() if isinstance(v, float)), out)
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        logging.getLogger("eval").error("%s", e)
+        sys.exit(2)

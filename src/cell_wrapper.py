@@ -1,0 +1,187 @@
+"""Distillation loss cell, train-one-step cell, optimizer and learning-rate schedule.
+
+The weight quantizers themselves live in src/quant.py (numerics) and are attached to the
+network by cell type in src/tinybert_model.py; this module trains that network:
+
+  DistillLoss   student(q(w)) vs frozen teacher: hidden-state MSE (embedding output and every
+                layer), attention-score MSE (masked entries zeroed), prediction loss (soft CE,
+                or MSE for regression), optional gold-label loss.
+  TaskLoss      plain fine-tuning loss (cross-entropy / MSE) for the full-precision teacher.
+  TrainOneStep  forward, backward to the latent full-precision weights (STE), gradient
+                all-reduce in data-parallel mode, global-norm clip, AdamW step, and the LAT
+                curvature refresh d = sqrt(v) + eps.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.nn.learning_rate_schedule import LearningRateSchedule
+
+from .config import DistillConfig, QuantConfig, TrainConfig
+from .tinybert_model import QuantDense, QuantEmbedding
+
+MASKED_SCORE = -100.0  # scores at or below this are padding (additive mask -10000)
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> Tuple[List[int], List[int]]:
+    """Teacher indices for the student's hidden states (0..Ls) and attention maps (0..Ls-1).
+
+    Equal depths map one to one; a teacher k = Lt/Ls times deeper maps student layer i to
+    teacher layer (i+1)k - 1 (hidden state index (i+1)k), the embedding output to itself.
+    """
+    if teacher_layers % student_layers:
+        raise ValueError(f"teacher depth {teacher_layers} is not a multiple of student depth "
+                         f"{student_layers}")
+    k = teacher_layers // student_layers
+    hidden = [0] + [(i + 1) * k for i in range(student_layers)]
+    attn = [(i + 1) * k - 1 for i in range(student_layers)]
+    return hidden, attn
+
+
+def soft_cross_entropy(student_logits, teacher_logits):
+    """mean over batch and classes of -softmax(t) * log_softmax(s) (the original's definition)."""
+    return (-ops.softmax(teacher_logits, axis=-1) * ops.log_softmax(student_logits, axis=-1)).mean()
+
+
+def masked_scores(scores):
+    """Zero the padded (additively masked) entries so they do not dominate the MSE."""
+    return ops.select(scores <= MASKED_SCORE, ops.zeros_like(scores), scores)
+
+
+class DistillLoss(nn.Cell):
+    """Scalar distillation loss of a student against a frozen teacher."""
+
+    def __init__(self, student: nn.Cell, teacher: nn.Cell, dcfg: DistillConfig):
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        for p in teacher.get_parameters():
+            p.requires_grad = False
+        self.teacher.set_train(False)
+        s_cfg, t_cfg = student.config, teacher.config
+        if s_cfg.hidden_size != t_cfg.hidden_size or s_cfg.num_labels != t_cfg.num_labels:
+            raise ValueError("student and teacher differ in hidden size or number of labels")
+        self.hidden_map, self.attn_map = layer_map(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
+        self.regression = s_cfg.num_labels == 1
+        self.dcfg = dcfg
+
+    def set_train(self, mode=True):
+        # The teacher always runs in inference mode (no dropout, no observer updates).
+        super().set_train(mode)
+        self.teacher.set_train(False)
+        return self
+
+    def construct(self, input_ids, input_mask, segment_ids, label_ids):
+        s_logits, s_hidden, s_scores = self.student(input_ids, input_mask, segment_ids)
+        t_logits, t_hidden, t_scores = self.teacher(input_ids, input_mask, segment_ids)
+        t_logits = ops.stop_gradient(t_logits)
+        d = self.dcfg
+        loss = 0.0
+        if d.hidden_weight > 0:
+            h = 0.0
+            for i, j in enumerate(self.hidden_map):
+                h = h + ops.mse_loss(s_hidden[i], ops.stop_gradient(t_hidden[j]))
+            loss = loss + d.hidden_weight * h
+        if d.attention_weight > 0:
+            a = 0.0
+            for i, j in enumerate(self.attn_map):
+                a = a + ops.mse_loss(masked_scores(s_scores[i]),
+                                     masked_scores(ops.stop_gradient(t_scores[j])))
+            loss = loss + d.attention_weight * a
+        if d.pred_weight > 0:
+            if self.regression:
+                target = t_logits if d.regression_target == "teacher" else \
+                    label_ids.astype(ms.float32).reshape(-1, 1)
+                p = ops.mse_loss(s_logits, target)
+            else:
+                p = soft_cross_entropy(s_logits, t_logits)
+            loss = loss + d.pred_weight * p
+        if d.label_weight > 0:
+            loss = loss + d.label_weight * task_loss(s_logits, label_ids, self.regression)
+        return loss
+
+
+def task_loss(logits, label_ids, regression: bool):
+    """Cross-entropy on int labels, or MSE on float targets for a 1-output head."""
+    if regression:
+        return ops.mse_loss(logits.reshape(-1), label_ids.astype(ms.float32).reshape(-1))
+    return ops.cross_entropy(logits, label_ids.astype(ms.int32).reshape(-1))
+
+
+class TaskLoss(nn.Cell):
+    """Fine-tuning loss of a (teacher) network on gold labels."""
+
+    def __init__(self, net: nn.Cell):
+        super().__init__()
+        self.net = net
+        self.regression = net.config.num_labels == 1
+
+    def construct(self, input_ids, input_mask, segment_ids, label_ids):
+        logits = self.net(input_ids, input_mask, segment_ids)[0]
+        return task_loss(logits, label_ids, self.regression)
+
+
+class WarmupLinearLR(LearningRateSchedule):
+    """lr * step/warmup for step < warmup, then linear decay to 0 at total_steps."""
+
+    def __init__(self, learning_rate: float, warmup_steps: int, total_steps: int):
+        super().__init__()
+        self.lr = float(learning_rate)
+        self.warmup = float(max(warmup_steps, 0))
+        self.total = float(max(total_steps, 1))
+
+    def construct(self, global_step):
+        step = global_step.astype(ms.float32)
+        decay = ops.maximum(self.total - step, 0.0) / max(self.total - self.warmup, 1.0)
+        if self.warmup > 0:
+            decay = ops.minimum(step / self.warmup, decay)
+        return self.lr * decay
+
+
+def build_optimizer(params: Sequence[ms.Parameter], tcfg: TrainConfig, total_steps: int):
+    """AdamWeightDecay with decay on matrices only (biases and LayerNorm are 1-D: no decay)."""
+    params = [p for p in params if p.requires_grad]
+    decay = [p for p in params if len(p.shape) >= 2]
+    no_decay = [p for p in params if len(p.shape) < 2]
+    groups = [{"params": decay, "weight_decay": tcfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    lr = WarmupLinearLR(tcfg.learning_rate, int(total_steps * tcfg.warmup_ratio), total_steps)
+    return nn.AdamWeightDecay(groups, learning_rate=lr, beta1=0.9, beta2=0.999, eps=tcfg.adam_eps)
+
+
+class TrainOneStep(nn.TrainOneStepCell):
+    """One optimisation step with global-norm clipping and the LAT curvature refresh.
+
+    Gradients reach the latent full-precision weights through the STE bprops of the
+    quantizers. In DATA_PARALLEL mode the parent's grad_reducer averages them across ranks.
+    """
+
+    def __init__(self, loss_net: nn.Cell, optimizer: nn.Optimizer, clip_norm: float,
+                 student: nn.Cell = None, qcfg: QuantConfig = None):
+        super().__init__(loss_net, optimizer)
+        self.clip_norm = float(clip_norm)
+        lat_d, lat_v = [], []
+        if student is not None and qcfg is not None and qcfg.ternarizer == "lat":
+            v_by_param = {id(p): v for p, v in zip(optimizer.parameters, optimizer.moments2)}
+            for _, cell in student.cells_and_names():
+                if isinstance(cell, (QuantDense, QuantEmbedding)) and cell.lat:
+                    lat_d.append(cell.lat_d)
+                    lat_v.append(v_by_param[id(cell.weight)])
+        self.lat_eps = qcfg.lat_eps if qcfg is not None else 0.0
+        self.lat_d = ms.ParameterTuple(lat_d) if lat_d else None
+        self.lat_v = ms.ParameterTuple(lat_v) if lat_v else None
+
+    def construct(self, *inputs):
+        loss = self.network(*inputs)
+        sens = ops.fill(loss.dtype, loss.shape, self.sens)
+        grads = self.grad(self.network, self.weights)(*inputs, sens)
+        grads = self.grad_reducer(grads)
+        grads = ops.clip_by_global_norm(grads, self.clip_norm)
+        loss = ops.depend(loss, self.optimizer(grads))
+        if self.lat_d is not None:
+            for i in range(len(self.lat_d)):
+                loss = ops.depend(loss, ops.assign(self.lat_d[i],
+                                                   ops.sqrt(self.lat_v[i]) + self.lat_eps))
+        return loss

@@ -1,0 +1,118 @@
+"""Command-line flags shared by the entry points, and their translation into configs.
+
+Flags follow the model_zoo style (--task_name, --device_target, --epoch_size, ...).
+Booleans are real flags (--no_ste_mask), never the strings "true"/"false".
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .config import DistillConfig, QuantConfig, TrainConfig, TASKS, get_task
+
+
+def setup_logging(log_file: str = None) -> None:
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(message)s")
+
+
+def task_name(value: str) -> str:
+    """argparse type: a task of the table, canonical spelling."""
+    try:
+        return get_task(value).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_device_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
+    ap.add_argument("--device_id", type=int, default=0)
+    ap.add_argument("--mode", default="graph", choices=["graph", "pynative"],
+                    help="GRAPH_MODE (fast) or PYNATIVE_MODE (debugging)")
+
+
+def add_task_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--task_name", required=True, type=task_name,
+                    help="one of: " + ", ".join(TASKS))
+
+
+def add_data_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--data_dir", required=True,
+                    help="records folder written by scripts/convert_glue.py")
+    ap.add_argument("--dataset_type", default="mindrecord", choices=["mindrecord", "tfrecord"])
+    ap.add_argument("--eval_batch_size", type=int, default=64)
+
+
+def add_train_args(ap: argparse.ArgumentParser, lr: float, epochs: float) -> None:
+    ap.add_argument("--output_dir", required=True)
+    ap.add_argument("--epoch_size", type=float, default=epochs, help="epochs (may be fractional)")
+    ap.add_argument("--train_batch_size", type=int, default=None,
+                    help="default: the task table's (32; CoLA 16)")
+    ap.add_argument("--learning_rate", type=float, default=lr)
+    ap.add_argument("--warmup_ratio", type=float, default=0.1)
+    ap.add_argument("--weight_decay", type=float, default=0.01)
+    ap.add_argument("--eval_step", type=int, default=0, help="evaluate every N steps (0: per epoch)")
+    ap.add_argument("--max_steps", type=int, default=0, help="stop after N steps (0: no cap)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--resume", action="store_true", help="continue the run in --output_dir")
+    ap.add_argument("--overwrite", action="store_true", help="replace a run in --output_dir")
+
+
+def add_quant_args(ap: argparse.ArgumentParser) -> None:
+    d = QuantConfig()
+    g = ap.add_argument_group("quantization (defaults: 2-2-8 TWN, row-wise embedding)")
+    g.add_argument("--weight_bits", type=int, default=d.weight_bits, choices=[2, 8, 32])
+    g.add_argument("--embedding_bits", type=int, default=d.embedding_bits, choices=[2, 8, 32])
+    g.add_argument("--act_bits", type=int, default=d.act_bits, choices=[8, 32])
+    g.add_argument("--ternarizer", default=d.ternarizer, choices=["twn", "lat"])
+    g.add_argument("--embedding_granularity", default=d.embedding_granularity,
+                   choices=["row", "layer"])
+    g.add_argument("--weight_clip", type=float, default=d.weight_clip)
+    g.add_argument("--no_ste_mask", action="store_true",
+                   help="pass the STE gradient also where |w| > weight_clip (model_zoo behaviour)")
+    g.add_argument("--act_mode", default=d.act_mode, choices=["symmetric", "asymmetric_ema"])
+    g.add_argument("--act_clip", type=float, default=d.act_clip)
+
+
+def add_distill_args(ap: argparse.ArgumentParser) -> None:
+    d = DistillConfig()
+    g = ap.add_argument_group("distillation loss weights")
+    g.add_argument("--hidden_weight", type=float, default=d.hidden_weight)
+    g.add_argument("--attention_weight", type=float, default=d.attention_weight)
+    g.add_argument("--pred_weight", type=float, default=d.pred_weight)
+    g.add_argument("--label_weight", type=float, default=d.label_weight)
+    g.add_argument("--regression_target", default=d.regression_target, choices=["teacher", "label"])
+
+
+def quant_config(args) -> QuantConfig:
+    return QuantConfig(weight_bits=args.weight_bits, embedding_bits=args.embedding_bits,
+                       act_bits=args.act_bits, ternarizer=args.ternarizer,
+                       embedding_granularity=args.embedding_granularity,
+                       weight_clip=args.weight_clip, ste_mask=not args.no_ste_mask,
+                       act_mode=args.act_mode, act_clip=args.act_clip)
+
+
+def distill_config(args) -> DistillConfig:
+    return DistillConfig(hidden_weight=args.hidden_weight, attention_weight=args.attention_weight,
+                         pred_weight=args.pred_weight, label_weight=args.label_weight,
+                         regression_target=args.regression_target)
+
+
+def train_config(args, max_seq_length: int) -> TrainConfig:
+    spec = get_task(args.task_name)
+    return TrainConfig(learning_rate=args.learning_rate, epochs=args.epoch_size,
+                       batch_size=args.train_batch_size or spec.batch_size,
+                       warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
+                       seed=args.seed, eval_steps=args.eval_step, max_seq_length=max_seq_length,
+                       max_steps=args.max_steps)
+
+
+def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size")) -> dict:
+    """What makes two invocations the same run (for refusing to mix runs in one folder)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in skip}

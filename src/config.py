@@ -1,0 +1,339 @@
+"""Typed configuration for TernaryBERT.
+
+Four dataclasses, each validated in ``__post_init__``:
+
+* ``BertConfig``    - the architecture (what a checkpoint's tensors look like).
+* ``QuantConfig``   - what is quantized and how (weights, embedding, activations).
+* ``DistillConfig`` - the weights of the distillation loss terms.
+* ``TrainConfig``   - the optimisation schedule.
+
+``RunConfig`` bundles them with the task name and is written as JSON beside every
+checkpoint, so evaluation and export rebuild the network without restating anything.
+
+``TASKS`` is the one task table every entry point uses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+FORMAT_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+def _check(problems: List[str], cls_name: str) -> None:
+    if problems:
+        raise ConfigError(f"invalid {cls_name}: " + "; ".join(problems))
+
+
+def _from_dict(cls, data: dict, where: str):
+    """Build a dataclass from a dict, refusing unknown keys (they mean a format mismatch)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown {cls.__name__} keys {unknown}")
+    return cls(**data)
+
+
+@dataclass
+class BertConfig:
+    """BERT architecture, numerically equal to Hugging Face ``BertModel``."""
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    num_labels: int = 2  # 1 means a regression head (STS-B)
+
+    def __post_init__(self):
+        p = []
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_labels"):
+            if int(getattr(self, name)) < 1:
+                p.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % max(self.num_attention_heads, 1):
+            p.append(f"hidden_size {self.hidden_size} is not a multiple of "
+                     f"num_attention_heads {self.num_attention_heads}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                p.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.hidden_act != "gelu":
+            p.append(f"hidden_act {self.hidden_act!r} is not supported (only erf 'gelu')")
+        _check(p, "BertConfig")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_hf(cls, hf: dict, num_labels: Optional[int] = None) -> "BertConfig":
+        """From a Hugging Face ``config.json`` dict."""
+        if hf.get("model_type", "bert") != "bert":
+            raise ConfigError(f"model_type {hf.get('model_type')!r} is not a BERT")
+        act = hf.get("hidden_act", "gelu")
+        if act != "gelu":
+            raise ConfigError(f"hidden_act {act!r} is not supported (only erf 'gelu')")
+        if num_labels is None:
+            num_labels = len(hf["id2label"]) if "id2label" in hf else 2
+            if hf.get("problem_type") == "regression":
+                num_labels = 1
+        return cls(vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+                   num_hidden_layers=hf["num_hidden_layers"],
+                   num_attention_heads=hf["num_attention_heads"],
+                   intermediate_size=hf["intermediate_size"],
+                   max_position_embeddings=hf["max_position_embeddings"],
+                   type_vocab_size=hf.get("type_vocab_size", 2),
+                   hidden_dropout_prob=hf.get("hidden_dropout_prob", 0.1),
+                   attention_probs_dropout_prob=hf.get("attention_probs_dropout_prob", 0.1),
+                   layer_norm_eps=hf.get("layer_norm_eps", 1e-12), num_labels=num_labels)
+
+
+@dataclass
+class QuantConfig:
+    """What is quantized, and how. All 32 means the float model, exactly."""
+    weight_bits: int = 2          # Q/K/V, attention output, FFN in/out, pooler
+    embedding_bits: int = 2       # word embedding only
+    act_bits: int = 8             # inputs of quantized matmuls (32 = off)
+    ternarizer: str = "twn"       # twn | lat (loss-aware, uses Adam's second moment)
+    embedding_granularity: str = "row"  # row: one scale per token; layer: one per table
+    weight_clip: float = 2.5      # weights are clipped to [-c, c] before quantizing
+    ste_mask: bool = True         # zero the STE gradient where |w| > c
+    act_mode: str = "symmetric"   # symmetric (per-batch max-abs) | asymmetric_ema
+    act_clip: float = 2.5         # symmetric clip; initial +-range of the EMA observer
+    act_ema_decay: float = 0.999
+    lat_iters: int = 10
+    lat_eps: float = 1e-6
+    # True for a network rebuilt from a packed file: its weights already hold q(w), so the
+    # weight quantizers are left out (activation fake-quant stays).
+    weights_prequantized: bool = False
+
+    def __post_init__(self):
+        p = []
+        if self.weight_bits not in (2, 8, 32):
+            p.append(f"weight_bits must be 2, 8 or 32, got {self.weight_bits}")
+        if self.embedding_bits not in (2, 8, 32):
+            p.append(f"embedding_bits must be 2, 8 or 32, got {self.embedding_bits}")
+        if self.act_bits not in (8, 32):
+            p.append(f"act_bits must be 8 or 32, got {self.act_bits}")
+        if self.ternarizer not in ("twn", "lat"):
+            p.append(f"ternarizer must be 'twn' or 'lat', got {self.ternarizer!r}")
+        if self.embedding_granularity not in ("row", "layer"):
+            p.append(f"embedding_granularity must be 'row' or 'layer', got "
+                     f"{self.embedding_granularity!r}")
+        if self.act_mode not in ("symmetric", "asymmetric_ema"):
+            p.append(f"act_mode must be 'symmetric' or 'asymmetric_ema', got {self.act_mode!r}")
+        if not self.weight_clip > 0 or not self.act_clip > 0:
+            p.append("weight_clip and act_clip must be > 0")
+        if not 0.0 < self.act_ema_decay < 1.0:
+            p.append(f"act_ema_decay must be in (0, 1), got {self.act_ema_decay}")
+        if self.lat_iters < 1:
+            p.append(f"lat_iters must be >= 1, got {self.lat_iters}")
+        _check(p, "QuantConfig")
+
+    @classmethod
+    def full_precision(cls) -> "QuantConfig":
+        return cls(weight_bits=32, embedding_bits=32, act_bits=32)
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> "QuantConfig":
+        """``"2-2-8"`` = weight-embedding-activation bits, as in the paper's tables."""
+        try:
+            w, e, a = (int(x) for x in preset.split("-"))
+        except ValueError:
+            raise ConfigError(f"quant preset {preset!r} is not of the form W-E-A, e.g. 2-2-8")
+        return cls(weight_bits=w, embedding_bits=e, act_bits=a, **overrides)
+
+    @property
+    def is_float(self) -> bool:
+        return self.weight_bits == 32 and self.embedding_bits == 32 and self.act_bits == 32
+
+    @property
+    def name(self) -> str:
+        return f"{self.weight_bits}-{self.embedding_bits}-{self.act_bits}"
+
+
+@dataclass
+class DistillConfig:
+    """Weights of the distillation loss terms (the paper: all 1, no gold-label term)."""
+    hidden_weight: float = 1.0
+    attention_weight: float = 1.0
+    pred_weight: float = 1.0
+    label_weight: float = 0.0
+    regression_target: str = "teacher"  # teacher | label (what the STS-B prediction MSE targets)
+
+    def __post_init__(self):
+        p = []
+        for name in ("hidden_weight", "attention_weight", "pred_weight", "label_weight"):
+            if getattr(self, name) < 0:
+                p.append(f"{name} must be >= 0")
+        if self.regression_target not in ("teacher", "label"):
+            p.append(f"regression_target must be 'teacher' or 'label', got "
+                     f"{self.regression_target!r}")
+        if self.hidden_weight + self.attention_weight + self.pred_weight + self.label_weight <= 0:
+            p.append("at least one loss weight must be > 0")
+        _check(p, "DistillConfig")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule (AdamW, linear warm-up then linear decay)."""
+    learning_rate: float = 2e-5
+    epochs: float = 3.0
+    batch_size: int = 32
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-6
+    clip_norm: float = 1.0
+    seed: int = 42
+    eval_steps: int = 0           # 0: evaluate once per epoch
+    max_seq_length: int = 128
+    max_steps: int = 0            # > 0 caps the run (smoke tests, quick demos)
+
+    def __post_init__(self):
+        p = []
+        if not self.learning_rate > 0:
+            p.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.epochs > 0:
+            p.append(f"epochs must be > 0, got {self.epochs}")
+        if self.batch_size < 1:
+            p.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.warmup_ratio < 1:
+            p.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.eval_steps < 0 or self.max_steps < 0:
+            p.append("eval_steps and max_steps must be >= 0")
+        if self.max_seq_length < 8:
+            p.append(f"max_seq_length must be >= 8, got {self.max_seq_length}")
+        _check(p, "TrainConfig")
+
+
+@dataclass
+class TaskSpec:
+    """One row of the task table."""
+    name: str                      # canonical name used by every entry point
+    folder: str                    # GLUE folder name
+    labels: Optional[Tuple[str, ...]]  # None = regression
+    metrics: Tuple[str, ...]
+    select: str                    # metric that picks the best checkpoint
+    columns: Tuple[int, Optional[int], int] = (1, 2, 3)  # text_a, text_b, label (-1 = last)
+    header: bool = True            # CoLA's files have no header line
+    num_columns: int = 0           # fields per row when there is no header
+    max_seq_length: int = 128
+    batch_size: int = 32
+    dev_file: str = "dev.tsv"
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+
+_B = ("0", "1")
+_ENT = ("entailment", "not_entailment")
+_NLI = ("contradiction", "entailment", "neutral")
+TASKS: Dict[str, TaskSpec] = {t.name: t for t in [
+    TaskSpec("cola", "CoLA", _B, ("mcc",), "mcc", columns=(3, None, 1), header=False,
+             num_columns=4, max_seq_length=64, batch_size=16),
+    TaskSpec("sst-2", "SST-2", _B, ("acc",), "acc", columns=(0, None, 1), max_seq_length=64),
+    TaskSpec("mrpc", "MRPC", _B, ("f1", "acc"), "f1", columns=(3, 4, 0)),
+    TaskSpec("sts-b", "STS-B", None, ("pearson", "spearman", "corr"), "corr", columns=(7, 8, 9)),
+    TaskSpec("qqp", "QQP", _B, ("acc", "f1"), "acc", columns=(3, 4, 5)),
+    TaskSpec("mnli", "MNLI", _NLI, ("acc",), "acc", columns=(8, 9, -1),
+             dev_file="dev_matched.tsv"),
+    TaskSpec("mnli-mm", "MNLI", _NLI, ("acc",), "acc", columns=(8, 9, -1),
+             dev_file="dev_mismatched.tsv"),
+    TaskSpec("qnli", "QNLI", _ENT, ("acc",), "acc"),
+    TaskSpec("rte", "RTE", _ENT, ("acc",), "acc"),
+    TaskSpec("wnli", "WNLI", _B, ("acc",), "acc"),
+]}
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look a task up by its canonical name (case-insensitive); unknown names are an error."""
+    key = name.strip().lower()
+    if key not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[key]
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rebuild a checkpoint's network, saved as JSON beside it."""
+    task: str
+    model: BertConfig
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    distill: Optional[DistillConfig] = None
+    train: Optional[TrainConfig] = None
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        spec = get_task(self.task)
+        if spec.num_labels != self.model.num_labels:
+            raise ConfigError(f"task {self.task} has {spec.num_labels} label(s) but the model "
+                              f"head has {self.model.num_labels}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> "RunConfig":
+        d = dict(d)
+        version = d.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"{where}: format_version {version} is not {FORMAT_VERSION}")
+        missing = {"task", "model"} - set(d)
+        if missing:
+            raise ConfigError(f"{where}: missing keys {sorted(missing)}")
+        unknown = set(d) - {"task", "model", "quant", "distill", "train"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+        return cls(task=d["task"], model=_from_dict(BertConfig, d["model"], where),
+                   quant=_from_dict(QuantConfig, d.get("quant") or {}, where),
+                   distill=(_from_dict(DistillConfig, d["distill"], where)
+                            if d.get("distill") is not None else None),
+                   train=(_from_dict(TrainConfig, d["train"], where)
+                          if d.get("train") is not None else None))
+
+    def save(self, path: str) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str) -> "RunConfig":
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {path} does not exist (it is written beside "
+                                    f"every checkpoint as <checkpoint>.json)")
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(data, where=path)
+
+
+def config_path_for(ckpt_path: str) -> str:
+    """The JSON written beside a checkpoint: ``x.ckpt`` -> ``x.json``."""
+    root, _ = os.path.splitext(ckpt_path)
+    return root + ".json"
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,205 @@
+"""The packed ternary model file (``.tbq``): really 2-bit weights on disk.
+
+Layout (little-endian):
+  b"TBQ\\0" | uint32 version | uint64 header length | header JSON | payload | sha256(all before)
+The header holds the RunConfig and one entry per tensor: name, kind, shape, offset, bytes.
+Kinds:
+  ternary  codes {-1,0,+1} packed base-3, 5 per byte (1.6 bits/weight; 4-per-byte 2-bit packing
+           would be 25% larger: see size_report), plus float32 scales (one per matrix, or
+           one per row for a row-wise embedding);
+  int8     k-bit codes as int8 plus float32 scales;
+  fp32/fp16  the full-precision tensors (position/token-type embeddings, LayerNorm, biases,
+           classifier) in the chosen precision; activation-quantizer state always fp32.
+Codes and scales come from src.quant.quantize_weight, the function training evaluated with,
+and a loaded file rebuilds the network with weights = scale * codes (the same fp32 product),
+so evaluation from a packed file reproduces evaluation from the checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import struct
+from typing import Dict, List, Tuple
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+
+from .checkpoint import CheckpointError, build_network, load_into, named_params, quant_state_names
+from .config import RunConfig
+from .quant import quantize_weight
+from .tinybert_model import QuantDense, QuantEmbedding, quantized_cells
+
+MAGIC = b"TBQ\0"
+VERSION = 1
+_HEAD = struct.Struct("<4sIQ")
+_POW3 = np.array([1, 3, 9, 27, 81], np.uint8)
+
+
+class PackedFileError(ValueError):
+    """A packed file is truncated, corrupted, of another version, or of another network."""
+
+
+def pack_ternary(codes: np.ndarray) -> bytes:
+    """{-1, 0, +1} -> base-3 digits, 5 per byte (3^5 = 243 <= 256)."""
+    digits = (np.asarray(codes).reshape(-1).astype(np.int16) + 1).astype(np.uint8)
+    if digits.size and (digits.max() > 2):
+        raise ValueError("pack_ternary: codes must be in {-1, 0, 1}")
+    pad = (-digits.size) % 5
+    digits = np.concatenate([digits, np.zeros(pad, np.uint8)]).reshape(-1, 5)
+    return (digits * _POW3).sum(axis=1, dtype=np.uint16).astype(np.uint8).tobytes()
+
+
+def unpack_ternary(data: bytes, count: int) -> np.ndarray:
+    packed = np.frombuffer(data, np.uint8)
+    if packed.size != (count + 4) // 5:
+        raise PackedFileError(f"ternary block has {packed.size} bytes, {(count + 4) // 5} expected")
+    if packed.size and packed.max() > 242:
+        raise PackedFileError("ternary block holds a byte above 242: not base-3 packed codes")
+    digits = (packed[:, None] // _POW3[None, :]) % 3  # [n, 5]
+    return digits.reshape(-1)[:count].astype(np.float32) - 1.0
+
+
+class _Quantize(nn.Cell):
+    """Runs quantize_weight in the current context mode (the same kernels as training)."""
+
+    def __init__(self, bits, qcfg, granularity):
+        super().__init__()
+        self.bits, self.qcfg, self.granularity = bits, qcfg, granularity
+
+    def construct(self, w, d):
+        return quantize_weight(w, self.bits, self.qcfg, self.granularity, d)
+
+
+def _quantized_tensors(net, run: RunConfig) -> Dict[str, Tuple[int, np.ndarray, np.ndarray]]:
+    """{weight name: (bits, scale, codes)} for every quantized cell, chosen by cell type."""
+    out = {}
+    for name, cell in quantized_cells(net):
+        gran = cell.granularity if isinstance(cell, QuantEmbedding) else "layer"
+        d = cell.lat_d if cell.lat else ms.Tensor(0.0, ms.float32)
+        scale, codes = _Quantize(cell.bits, run.quant, gran)(cell.weight, d)
+        out[f"{name}.weight"] = (cell.bits, np.asarray(scale.asnumpy(), np.float32),
+                                 codes.asnumpy())
+    return out
+
+
+def save_packed(net, run: RunConfig, path: str, side_dtype: str = "fp32") -> dict:
+    """Write ``net`` (a trained student) as a packed file; returns the header."""
+    if side_dtype not in ("fp32", "fp16"):
+        raise ValueError(f"side_dtype must be fp32 or fp16, got {side_dtype!r}")
+    quant = _quantized_tensors(net, run)
+    state = quant_state_names(net)
+    lat = {f"{n}.lat_d" for n, c in quantized_cells(net) if c.lat}
+    entries: List[dict] = []
+    blobs: List[bytes] = []
+    offset = 0
+
+    def add(entry: dict, *parts: bytes):
+        nonlocal offset
+        entry["offset"], entry["nbytes"] = offset, sum(len(p) for p in parts)
+        entries.append(entry)
+        blobs.extend(parts)
+        offset += entry["nbytes"]
+
+    for name, p in named_params(net).items():
+        if name in lat:
+            continue  # LAT curvature: needed to train, not to run
+        if name in quant:
+            bits, scale, codes = quant[name]
+            scale_b = scale.astype("<f4").tobytes()
+            if bits == 2:
+                data = pack_ternary(codes)
+                kind = "ternary"
+            else:
+                data = codes.astype(np.int8).tobytes()
+                kind = "int8"
+            add({"name": name, "kind": kind, "shape": list(codes.shape),
+                 "scale_shape": list(scale.shape), "scale_bytes": len(scale_b)}, scale_b, data)
+        else:
+            arr = p.asnumpy()
+            dt = "fp32" if (name in state or side_dtype == "fp32") else "fp16"
+            data = arr.astype("<f4" if dt == "fp32" else "<f2").tobytes()
+            add({"name": name, "kind": dt, "shape": list(arr.shape)}, data)
+    header = {"config": run.to_dict(), "tensors": entries}
+    hbytes = json.dumps(header, sort_keys=True).encode("utf-8")
+    body = _HEAD.pack(MAGIC, VERSION, len(hbytes)) + hbytes + b"".join(blobs)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(body)
+        f.write(hashlib.sha256(body).digest())
+    import os
+    os.replace(tmp, path)
+    return header
+
+
+def read_packed(path: str) -> Tuple[RunConfig, Dict[str, np.ndarray]]:
+    """Validate and decode a packed file: (RunConfig, {name: fp32 array of q(w) or the value})."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < _HEAD.size + 32:
+        raise PackedFileError(f"{path}: {len(raw)} bytes is too short to be a packed model")
+    magic, version, hlen = _HEAD.unpack_from(raw, 0)
+    if magic != MAGIC:
+        raise PackedFileError(f"{path}: not a packed TernaryBERT file (magic {magic!r})")
+    if version != VERSION:
+        raise PackedFileError(f"{path}: format version {version}; this code reads version {VERSION}")
+    body, digest = raw[:-32], raw[-32:]
+    if hashlib.sha256(body).digest() != digest:
+        raise PackedFileError(f"{path}: checksum mismatch: the file is truncated or corrupted")
+    start = _HEAD.size
+    header = json.loads(body[start:start + hlen].decode("utf-8"))
+    payload = memoryview(body)[start + hlen:]
+    run = RunConfig.from_dict(header["config"], where=path)
+    arrays = {}
+    for e in header["tensors"]:
+        blob = bytes(payload[e["offset"]:e["offset"] + e["nbytes"]])
+        if len(blob) != e["nbytes"]:
+            raise PackedFileError(f"{path}: tensor {e['name']} runs past the end of the file")
+        shape = tuple(e["shape"])
+        count = int(np.prod(shape)) if shape else 1
+        if e["kind"] in ("ternary", "int8"):
+            scale = np.frombuffer(blob[:e["scale_bytes"]], "<f4").reshape(e["scale_shape"])
+            data = blob[e["scale_bytes"]:]
+            codes = (unpack_ternary(data, count) if e["kind"] == "ternary"
+                     else np.frombuffer(data, np.int8).astype(np.float32))
+            arrays[e["name"]] = (scale * codes.reshape(shape)).astype(np.float32)
+        else:
+            dt = "<f4" if e["kind"] == "fp32" else "<f2"
+            arrays[e["name"]] = np.frombuffer(blob, dt).astype(np.float32).reshape(shape)
+    return run, arrays
+
+
+def load_packed(path: str):
+    """Rebuild the network of a packed file (weight quantizers left out: weights are q(w))."""
+    run, arrays = read_packed(path)
+    frozen = RunConfig(task=run.task, model=run.model,
+                       quant=dataclasses.replace(run.quant, weights_prequantized=True))
+    net = build_network(frozen)
+    try:
+        load_into(net, arrays, source=path)
+    except CheckpointError as e:
+        raise PackedFileError(str(e)) from None
+    return net, run
+
+
+def size_report(net, packed_path: str = None) -> dict:
+    """Bytes of the fp32 model vs the packed file; MB = 10^6 bytes.
+
+    Counted in the fp32 size: every parameter of the model (all embeddings, all Transformer
+    weights and biases, LayerNorm, pooler, classifier); not counted: quantizer state
+    (activation ranges, LAT curvature), which a float model does not have.
+    """
+    import os
+    state = quant_state_names(net)
+    params = {n: p for n, p in named_params(net).items() if n not in state}
+    fp32 = sum(int(np.prod(p.shape)) * 4 for p in params.values())
+    quantized = {f"{n}.weight": c for n, c in quantized_cells(net)}
+    n_q = sum(int(np.prod(params[n].shape)) for n in quantized)
+    report = {"fp32_bytes": fp32, "fp32_MB": fp32 / 1e6, "params": sum(
+        int(np.prod(p.shape)) for p in params.values()), "quantized_params": n_q,
+        "quantized_tensors": len(quantized)}
+    if packed_path:
+        size = os.path.getsize(packed_path)
+        report.update({"packed_bytes": size, "packed_MB": size / 1e6, "ratio": fp32 / size})
+    return report

@@ -1,0 +1,347 @@
+"""BERT for TernaryBERT: Hugging Face numerics, pluggable quantization.
+
+Numerics equal Hugging Face ``BertModel`` (erf GELU, LayerNorm eps from the config,
+additive mask -10000, scores / sqrt(head_dim), pooler = tanh(Dense(h_CLS)) with no ReLU).
+Parameter names mirror Hugging Face's (``bert.encoder.layer.0.attention.self.query.weight``)
+so the import name map in src/checkpoint.py stays short and readable.
+
+Quantization is decided by cell type:
+  * ``QuantDense`` (Q, K, V, attention output, FFN in/out, pooler): weight quantized with
+    ``weight_bits``, input fake-quantized with ``act_bits``;
+  * ``QuantEmbedding`` (word embedding): ``embedding_bits``, row- or layer-wise;
+  * ``Embedding`` (position, token type), ``LayerNorm``, biases and the classifier
+    (``nn.Dense``) stay full precision.
+Q and K are fake-quantized before Q.K^T, the softmax probabilities and V before P.V.
+With a float QuantConfig no quantization op is created at all: the network IS the float one.
+
+Forward of ``BertForSequenceClassification``:
+  (input_ids [B,S], input_mask [B,S], segment_ids [B,S]) ->
+  (logits [B,num_labels], hidden_states: L+1 x [B,S,H], attention_scores: L x [B,nh,S,S])
+where hidden_states[0] is the embedding output after LayerNorm and the scores are scaled,
+masked and pre-softmax (what the distillation loss compares).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common.initializer import Normal, Zero, initializer
+
+from .config import BertConfig, QuantConfig
+from .quant import WeightQuantSTE, make_act_quant
+
+_INIT_STD = 0.02
+
+
+def _param(shape, name, init="normal", requires_grad=True):
+    init_obj = Normal(_INIT_STD) if init == "normal" else Zero()
+    return ms.Parameter(initializer(init_obj, shape, ms.float32), name=name,
+                        requires_grad=requires_grad)
+
+
+def _dropout(p: float):
+    return nn.Dropout(p=p) if p > 0 else None
+
+
+class LayerNorm(nn.Cell):
+    """LayerNorm over the last axis; parameters ``weight``/``bias`` as in Hugging Face."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = ms.Parameter(ms.Tensor(np.ones(size, np.float32)), name="weight")
+        self.bias = ms.Parameter(ms.Tensor(np.zeros(size, np.float32)), name="bias")
+        self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+
+    def construct(self, x):
+        return self.norm(x, self.weight, self.bias)[0]
+
+
+class QuantDense(nn.Cell):
+    """y = q_a(x) @ q_w(W)^T + b. Weight [out, in] as nn.Dense / torch.nn.Linear store it."""
+
+    def __init__(self, in_features: int, out_features: int, qcfg: QuantConfig,
+                 quant_input: bool = True):
+        super().__init__()
+        self.weight = _param((out_features, in_features), "weight")
+        self.bias = _param((out_features,), "bias", init="zero")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.bits = qcfg.weight_bits
+        self.wq = (WeightQuantSTE(qcfg.weight_bits, qcfg, "layer")
+                   if qcfg.weight_bits < 32 and not qcfg.weights_prequantized else None)
+        # quant_input=False: the caller already fake-quantized x (Q/K/V share one input node)
+        self.aq = make_act_quant(qcfg) if quant_input else None
+        self.lat = self.wq is not None and qcfg.weight_bits == 2 and qcfg.ternarizer == "lat"
+        if self.lat:
+            # diag(sqrt(v)) + eps of Adam, refreshed by the train cell after every step.
+            self.lat_d = ms.Parameter(ms.Tensor(np.ones((out_features, in_features), np.float32)),
+                                      name="lat_d", requires_grad=False)
+        else:
+            self.no_d = ms.Tensor(0.0, ms.float32)
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def quantized_weight(self):
+        """The weight the forward pass uses ([out, in])."""
+        if self.wq is None:
+            return self.weight
+        return self.wq(self.weight, self.lat_d if self.lat else self.no_d)
+
+    def construct(self, x):
+        # x: [..., in] -> [..., out]
+        if self.aq is not None:
+            x = self.aq(x)
+        lead = x.shape[:-1]
+        y = self.matmul(x.reshape(-1, self.in_features), self.quantized_weight())
+        y = ops.bias_add(y, self.bias)
+        return y.reshape(lead + (self.out_features,))
+
+
+class Embedding(nn.Cell):
+    """Full-precision lookup table, parameter ``weight`` [num, dim]."""
+
+    def __init__(self, num: int, dim: int):
+        super().__init__()
+        self.weight = _param((num, dim), "weight")
+
+    def construct(self, ids):
+        return ops.gather(self.weight, ids, 0)
+
+
+class QuantEmbedding(nn.Cell):
+    """Word embedding with quantized rows.
+
+    Row-wise statistics depend only on the row, so the rows are gathered first and only
+    the B*S looked-up rows are quantized (exactly what quantizing the whole table and then
+    gathering gives, at a fraction of the cost). Layer-wise needs the whole table.
+    """
+
+    def __init__(self, num: int, dim: int, qcfg: QuantConfig):
+        super().__init__()
+        self.weight = _param((num, dim), "weight")
+        self.bits = qcfg.embedding_bits
+        self.granularity = qcfg.embedding_granularity
+        self.wq = (WeightQuantSTE(qcfg.embedding_bits, qcfg, qcfg.embedding_granularity)
+                   if qcfg.embedding_bits < 32 and not qcfg.weights_prequantized else None)
+        self.lat = self.wq is not None and qcfg.embedding_bits == 2 and qcfg.ternarizer == "lat"
+        if self.lat:
+            self.lat_d = ms.Parameter(ms.Tensor(np.ones((num, dim), np.float32)), name="lat_d",
+                                      requires_grad=False)
+        else:
+            self.no_d = ms.Tensor(0.0, ms.float32)
+
+    def quantized_weight(self):
+        """The whole quantized table [num, dim] (export and packing)."""
+        if self.wq is None:
+            return self.weight
+        return self.wq(self.weight, self.lat_d if self.lat else self.no_d)
+
+    def construct(self, ids):
+        # ids: [B, S] -> [B, S, dim]
+        if self.wq is None or self.granularity == "layer":
+            return ops.gather(self.quantized_weight(), ids, 0)
+        rows = ops.gather(self.weight, ids.reshape(-1), 0)  # [B*S, dim]
+        d = ops.gather(self.lat_d, ids.reshape(-1), 0) if self.lat else self.no_d
+        q = self.wq(rows, d)
+        return q.reshape(ids.shape + (q.shape[-1],))
+
+
+class BertEmbeddings(nn.Cell):
+    def __init__(self, cfg: BertConfig, qcfg: QuantConfig):
+        super().__init__()
+        self.word_embeddings = QuantEmbedding(cfg.vocab_size, cfg.hidden_size, qcfg)
+        self.position_embeddings = Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)  # HF name
+        self.dropout = _dropout(cfg.hidden_dropout_prob)
+
+    def construct(self, input_ids, segment_ids):
+        # [B, S] -> [B, S, H]
+        seq_len = input_ids.shape[1]
+        pos = ops.arange(seq_len).astype(ms.int32).reshape(1, -1)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(pos) \
+            + self.token_type_embeddings(segment_ids)
+        x = self.LayerNorm(x)
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return x
+
+
+class BertSelfAttention(nn.Cell):
+    def __init__(self, cfg: BertConfig, qcfg: QuantConfig):
+        super().__init__()
+        h = cfg.hidden_size
+        self.nh = cfg.num_attention_heads
+        self.hd = cfg.head_dim
+        # Q, K and V read the same input: fake-quantize it once, not three times.
+        self.in_quant = make_act_quant(qcfg)
+        self.query = QuantDense(h, h, qcfg, quant_input=False)
+        self.key = QuantDense(h, h, qcfg, quant_input=False)
+        self.value = QuantDense(h, h, qcfg, quant_input=False)
+        self.inv_sqrt_hd = 1.0 / math.sqrt(self.hd)
+        self.dropout = _dropout(cfg.attention_probs_dropout_prob)
+        self.q_quant = make_act_quant(qcfg)
+        self.k_quant = make_act_quant(qcfg)
+        self.p_quant = make_act_quant(qcfg, bounded=True)
+        self.v_quant = make_act_quant(qcfg)
+
+    def _heads(self, x):
+        # [B, S, H] -> [B, nh, S, hd]
+        b, s, _ = x.shape
+        return x.reshape(b, s, self.nh, self.hd).transpose(0, 2, 1, 3)
+
+    def construct(self, x, mask_add):
+        # x [B, S, H], mask_add [B, 1, 1, S] -> context [B, S, H], scores [B, nh, S, S]
+        xq = self.in_quant(x) if self.in_quant is not None else x
+        q = self._heads(self.query(xq))
+        k = self._heads(self.key(xq))
+        v = self._heads(self.value(xq))
+        if self.q_quant is not None:
+            q = self.q_quant(q)
+            k = self.k_quant(k)
+        scores = ops.matmul(q, k.swapaxes(-1, -2)) * self.inv_sqrt_hd + mask_add
+        probs = ops.softmax(scores, axis=-1)
+        if self.dropout is not None:
+            probs = self.dropout(probs)
+        if self.p_quant is not None:
+            probs = self.p_quant(probs)
+            v = self.v_quant(v)
+        ctx = ops.matmul(probs, v)  # [B, nh, S, hd]
+        b, _, s, _ = ctx.shape
+        ctx = ctx.transpose(0, 2, 1, 3).reshape(b, s, self.nh * self.hd)
+        return ctx, scores
+
+
+class BertDenseOutput(nn.Cell):
+    """dense -> dropout -> LayerNorm(x + residual): HF's SelfOutput and Output."""
+
+    def __init__(self, in_size: int, cfg: BertConfig, qcfg: QuantConfig):
+        super().__init__()
+        self.dense = QuantDense(in_size, cfg.hidden_size, qcfg)
+        self.LayerNorm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
+        self.dropout = _dropout(cfg.hidden_dropout_prob)
+
+    def construct(self, x, residual):
+        x = self.dense(x)
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return self.LayerNorm(x + residual)
+
+
+class BertAttention(nn.Cell):
+    def __init__(self, cfg: BertConfig, qcfg: QuantConfig):
+        super().__init__()
+        self.self = BertSelfAttention(cfg, qcfg)  # HF name
+        self.output = BertDenseOutput(cfg.hidden_size, cfg, qcfg)
+
+    def construct(self, x, mask_add):
+        ctx, scores = self.self(x, mask_add)
+        return self.output(ctx, x), scores
+
+
+class BertIntermediate(nn.Cell):
+    def __init__(self, cfg: BertConfig, qcfg: QuantConfig):
+        super().__init__()
+        self.dense = QuantDense(cfg.hidden_size, cfg.intermediate_size, qcfg)
+
+    def construct(self, x):
+        return ops.gelu(self.dense(x), approximate="none")  # erf GELU, as HF "gelu"
+
+
+class BertLayer(nn.Cell):
+    def __init__(self, cfg: BertConfig, qcfg: QuantConfig):
+        super().__init__()
+        self.attention = BertAttention(cfg, qcfg)
+        self.intermediate = BertIntermediate(cfg, qcfg)
+        self.output = BertDenseOutput(cfg.intermediate_size, cfg, qcfg)
+
+    def construct(self, x, mask_add):
+        a, scores = self.attention(x, mask_add)
+        return self.output(self.intermediate(a), a), scores
+
+
+class BertEncoder(nn.Cell):
+    def __init__(self, cfg: BertConfig, qcfg: QuantConfig):
+        super().__init__()
+        self.layer = nn.CellList([BertLayer(cfg, qcfg) for _ in range(cfg.num_hidden_layers)])
+
+    def construct(self, x, mask_add):
+        hidden = (x,)
+        scores = ()
+        for layer in self.layer:
+            x, s = layer(x, mask_add)
+            hidden = hidden + (x,)
+            scores = scores + (s,)
+        return hidden, scores
+
+
+class BertPooler(nn.Cell):
+    def __init__(self, cfg: BertConfig, qcfg: QuantConfig):
+        super().__init__()
+        self.dense = QuantDense(cfg.hidden_size, cfg.hidden_size, qcfg)
+
+    def construct(self, x):
+        # [B, S, H] -> [B, H]; tanh only (no ReLU, unlike the model_zoo port)
+        return ops.tanh(self.dense(x[:, 0]))
+
+
+class BertModel(nn.Cell):
+    def __init__(self, cfg: BertConfig, qcfg: QuantConfig):
+        super().__init__()
+        self.embeddings = BertEmbeddings(cfg, qcfg)
+        self.encoder = BertEncoder(cfg, qcfg)
+        self.pooler = BertPooler(cfg, qcfg)
+
+    def construct(self, input_ids, input_mask, segment_ids):
+        x = self.embeddings(input_ids, segment_ids)
+        # [B, S] -> [B, 1, 1, S]; 0 where attended, -10000 where padded
+        mask_add = (1.0 - input_mask.astype(ms.float32)).reshape(
+            input_mask.shape[0], 1, 1, input_mask.shape[1]) * -10000.0
+        hidden, scores = self.encoder(x, mask_add)
+        pooled = self.pooler(hidden[-1])
+        return hidden, scores, pooled
+
+
+class BertForSequenceClassification(nn.Cell):
+    """BERT + dropout + full-precision classifier on the pooled output (1 output = regression)."""
+
+    def __init__(self, cfg: BertConfig, qcfg: QuantConfig = None):
+        super().__init__()
+        qcfg = qcfg if qcfg is not None else QuantConfig.full_precision()
+        self.config = cfg
+        self.qcfg = qcfg
+        self.bert = BertModel(cfg, qcfg)
+        self.dropout = _dropout(cfg.hidden_dropout_prob)
+        self.classifier = nn.Dense(cfg.hidden_size, cfg.num_labels,
+                                   weight_init=Normal(_INIT_STD), bias_init="zeros")
+
+    def construct(self, input_ids, input_mask, segment_ids):
+        hidden, scores, pooled = self.bert(input_ids, input_mask, segment_ids)
+        if self.dropout is not None:
+            pooled = self.dropout(pooled)
+        logits = self.classifier(pooled)
+        return logits, hidden, scores
+
+
+class LogitsOnly(nn.Cell):
+    """Evaluation / export view: inputs -> logits [B, num_labels]."""
+
+    def __init__(self, net: BertForSequenceClassification):
+        super().__init__()
+        self.net = net
+
+    def construct(self, input_ids, input_mask, segment_ids):
+        return self.net(input_ids, input_mask, segment_ids)[0]
+
+
+def quantized_cells(net: nn.Cell):
+    """(name, cell) of every cell whose weight is quantized, chosen by cell type."""
+    return [(n, c) for n, c in net.cells_and_names()
+            if isinstance(c, (QuantDense, QuantEmbedding)) and c.wq is not None]
+
+
+def with_dropout(cfg: BertConfig, p: float) -> BertConfig:
+    """A copy of cfg with both dropout probabilities set to p (students train with 0)."""
+    import dataclasses
+    return dataclasses.replace(cfg, hidden_dropout_prob=p, attention_probs_dropout_prob=p)

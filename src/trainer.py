@@ -1,0 +1,199 @@
+"""The training loop shared by train.py (distillation) and finetune.py (teacher).
+
+Output folder of a run:
+  best.ckpt / best.json     the network with the best selection metric so far (+ its config)
+  last.ckpt / last.json     the network at the last evaluation (+ its config)
+  train_state.ckpt          the whole train cell (network, optimizer moments, step) at the last
+                            evaluation, and state.json with where the data loop stood
+  metrics.json              every evaluation: step, epoch, metrics, loss, samples/s
+  run.json                  the command-line identity of the run (refuses a different run)
+All files are written atomically. ``--resume`` reloads last.ckpt + state.json and continues
+with the same data order, so an interrupted run ends where an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+
+from .checkpoint import atomic_save_checkpoint, save_network
+from .config import RunConfig, TrainConfig, atomic_write_text
+from .dataset import create_dataset, dataset_size
+from .metrics import compute_metrics
+from .tinybert_model import LogitsOnly
+
+logger = logging.getLogger(__name__)
+
+
+def set_context(device_target: str, device_id: int = 0, mode: str = "graph") -> None:
+    if device_target not in ("CPU", "GPU", "Ascend"):
+        raise ValueError(f"--device_target must be CPU, GPU or Ascend, got {device_target!r}")
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    ms.set_device(device_target, device_id)
+
+
+def prepare_output_dir(output_dir: str, identity: dict, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder; ``identity`` is what makes a run the same run."""
+    path = os.path.join(output_dir, "run.json")
+    if os.path.isfile(path) and not overwrite:
+        with open(path) as f:
+            old = json.load(f)
+        if old != identity:
+            diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            raise FileExistsError(f"{output_dir} holds a different run (differs in {diff}); pass "
+                                  f"--overwrite to replace it or choose another --output_dir")
+        if not resume and os.path.isfile(os.path.join(output_dir, "state.json")):
+            raise FileExistsError(f"{output_dir} already holds this run; pass --resume to "
+                                  f"continue it or --overwrite to start again")
+    elif resume:
+        raise FileNotFoundError(f"--resume: {output_dir} holds no run to resume")
+    if overwrite and os.path.isdir(output_dir):
+        shutil.rmtree(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    atomic_write_text(path, json.dumps(identity, indent=2, sort_keys=True) + "\n")
+
+
+def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: str,
+             max_seq_length: int = None, split: str = "dev") -> dict:
+    """Metrics of ``net`` (a BertForSequenceClassification) on a whole split, no example dropped."""
+    was_training = net.training
+    net.set_train(False)
+    fwd = LogitsOnly(net)
+    data = create_dataset(records_dir, split, task, batch_size, dataset_type, training=False,
+                          max_seq_length=max_seq_length)
+    logits, labels = [], []
+    for batch in data.create_dict_iterator(num_epochs=1):
+        logits.append(fwd(batch["input_ids"], batch["input_mask"], batch["segment_ids"]).asnumpy())
+        labels.append(batch["label_ids"].asnumpy())
+    net.set_train(was_training)
+    return compute_metrics(task, np.concatenate(logits), np.concatenate(labels))
+
+
+@dataclass
+class LoopSpec:
+    """What fit() trains and where it writes."""
+    train_cell: nn.Cell          # TrainOneStep over a loss cell
+    network: nn.Cell             # the network being trained (saved as best.ckpt)
+    run: RunConfig               # saved beside every checkpoint of ``network``
+    tcfg: TrainConfig
+    records_dir: str
+    dataset_type: str
+    output_dir: str
+    eval_batch_size: int = 64
+    rank: int = 0
+    group_size: int = 1
+
+
+def steps_per_epoch(records_dir: str, tcfg: TrainConfig, group_size: int = 1) -> int:
+    n = dataset_size(records_dir, "train")
+    steps = n // (tcfg.batch_size * group_size)
+    if steps < 1:
+        raise ValueError(f"{n} training examples are fewer than one global batch of "
+                         f"{tcfg.batch_size * group_size}")
+    return steps
+
+
+def total_steps(records_dir: str, tcfg: TrainConfig, group_size: int = 1) -> int:
+    total = int(math.ceil(steps_per_epoch(records_dir, tcfg, group_size) * tcfg.epochs))
+    return min(total, tcfg.max_steps) if tcfg.max_steps else total
+
+
+def _write_json(path: str, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10) -> dict:
+    """Train, evaluating every ``eval_steps`` (or once per epoch) and at the end."""
+    t = spec.tcfg
+    out = spec.output_dir
+    main_rank = spec.rank == 0
+    per_epoch = steps_per_epoch(spec.records_dir, t, spec.group_size)
+    total = total_steps(spec.records_dir, t, spec.group_size)
+    eval_every = t.eval_steps or per_epoch
+    state = {"step": 0, "best": None, "best_step": None, "history": []}
+    if resume:
+        with open(os.path.join(out, "state.json")) as f:
+            state = json.load(f)
+        path = os.path.join(out, "train_state.ckpt")
+        params = ms.load_checkpoint(path)
+        names = {p.name for p in spec.train_cell.get_parameters()}
+        if set(params) != names:
+            raise ValueError(f"{path} does not hold this run's train state (missing "
+                             f"{sorted(names - set(params))[:5]}, unexpected "
+                             f"{sorted(set(params) - names)[:5]})")
+        ms.load_param_into_net(spec.train_cell, params, strict_load=True)
+        logger.info("resumed at step %d of %d (best %s)", state["step"], total, state["best"])
+    spec.train_cell.set_train(True)
+    step = state["step"]
+    t_start = time.time()
+    seen = 0
+    loss_sum, loss_n = 0.0, 0
+    while step < total:
+        epoch = step // per_epoch
+        # A fresh pipeline per epoch, seeded by epoch: the order is reproducible on resume.
+        data = create_dataset(spec.records_dir, "train", spec.run.task, t.batch_size,
+                              spec.dataset_type, training=True, seed=t.seed + epoch,
+                              num_shards=spec.group_size, shard_id=spec.rank,
+                              max_seq_length=t.max_seq_length)
+        skip = step - epoch * per_epoch
+        if skip:
+            data = data.skip(skip)
+        for batch in data.create_tuple_iterator(num_epochs=1):
+            loss = float(spec.train_cell(*batch).asnumpy())
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at step {step + 1}; lower the learning "
+                                         f"rate (the last good state is {out}/train_state.ckpt)")
+            step += 1
+            seen += t.batch_size
+            loss_sum += loss
+            loss_n += 1
+            if main_rank and (step % log_every == 0 or step == total):
+                el = time.time() - t_start
+                rate = seen / el
+                eta = (total - step) * t.batch_size / max(rate, 1e-9)
+                logger.info("epoch %d step %d/%d loss %.5f %.1f samples/s ETA %s", epoch + 1,
+                            step, total, loss_sum / loss_n, rate * spec.group_size,
+                            time.strftime("%H:%M:%S", time.gmtime(eta)))
+            if step % eval_every == 0 or step == total or step % per_epoch == 0:
+                _evaluate_and_save(spec, state, step, epoch, loss_sum / max(loss_n, 1),
+                                   seen * spec.group_size / max(time.time() - t_start, 1e-9))
+                loss_sum, loss_n = 0.0, 0
+                spec.train_cell.set_train(True)
+            if step >= total or step % per_epoch == 0:
+                break
+    return state
+
+
+def _evaluate_and_save(spec: LoopSpec, state: dict, step: int, epoch: int, loss: float,
+                       rate: float) -> None:
+    out = spec.output_dir
+    if spec.rank == 0:
+        m = evaluate(spec.network, spec.records_dir, spec.run.task, spec.eval_batch_size,
+                     spec.dataset_type, spec.tcfg.max_seq_length)
+        row = {"step": step, "epoch": round(step / steps_per_epoch(spec.records_dir, spec.tcfg,
+                                                                 spec.group_size), 3),
+               "train_loss": loss, "samples_per_s": rate, **m}
+        state["history"].append(row)
+        improved = state["best"] is None or m["select"] > state["best"]
+        if improved:
+            state["best"], state["best_step"] = m["select"], step
+            save_network(spec.network, os.path.join(out, "best.ckpt"), spec.run)
+        logger.info("eval step %d: %s%s", step, " ".join(
+            f"{k} {v:.5f}" for k, v in m.items() if isinstance(v, float)),
+            " (best)" if improved else f" (best {state['best']:.5f} at step {state['best_step']})")
+        _write_json(os.path.join(out, "metrics.json"), state["history"])
+        state["step"] = step
+        save_network(spec.network, os.path.join(out, "last.ckpt"), spec.run)
+        atomic_save_checkpoint(spec.train_cell, os.path.join(out, "train_state.ckpt"))
+        _write_json(os.path.join(out, "state.json"), state)
+    else:
+        state["step"] = step

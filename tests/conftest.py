@@ -1,0 +1,61 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared"))
+GLUE = os.path.join(SHARED, "data", "glue")
+TEACHERS = os.path.join(SHARED, "models", "teachers")
+
+import mindspore as ms  # noqa: E402
+
+from src.config import BertConfig  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes of CPU; run in CI")
+
+
+@pytest.fixture
+def pynative():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.fixture
+def graph():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    yield
+
+
+def tiny_config(num_labels=2, dropout=0.0, layers=2):
+    return BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                      intermediate_size=64, max_position_embeddings=32, type_vocab_size=2,
+                      hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                      num_labels=num_labels)
+
+
+def tiny_batch(rng, b=3, s=10, vocab=60):
+    ids = rng.randint(0, vocab, (b, s)).astype(np.int32)
+    lens = np.array([s, s - 3, s - 6][:b] + [s] * max(0, b - 3))
+    mask = (np.arange(s)[None, :] < lens[:, None]).astype(np.int32)
+    seg = (np.arange(s)[None, :] >= (lens[:, None] // 2)).astype(np.int32) * mask
+    return ids, mask, seg
+
+
+def randomize(net, rng, scale=0.5):
+    """Give every float parameter random values (LayerNorm near 1) so tests are not trivial."""
+    for n, p in net.parameters_and_names():
+        if "ema_" in n or "lat_d" in n:
+            continue
+        shape = tuple(p.shape)
+        if n.endswith("LayerNorm.weight"):
+            v = 1.0 + 0.1 * rng.randn(*shape)
+        else:
+            v = scale * rng.randn(*shape)
+        p.set_data(ms.Tensor(v.astype(np.float32)))

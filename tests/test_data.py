@@ -1,0 +1,192 @@
+"""Tokenization, GLUE processors, the converter, both record formats, and the metrics."""
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from conftest import GLUE, TEACHERS
+from src.config import TASKS, get_task
+from src.dataset import create_dataset
+from src.glue import DataError, convert, read_examples
+from src.metrics import compute_metrics, f1_binary, matthews, pearson, spearman
+from src.tokenization import BertTokenizer, encode_pair, truncate_pair
+
+VOCAB = os.path.join(TEACHERS, "sts-b", "vocab.txt")
+needs_glue = pytest.mark.skipif(not os.path.isdir(GLUE), reason="../shared/data/glue not present")
+
+
+def _manifest_rows():
+    with open(os.path.join(GLUE, "MANIFEST.tsv")) as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return {r["file"]: int(r["lines"]) for r in rows}
+
+
+# ---- tokenization ------------------------------------------------------------------------
+@needs_glue
+def test_tokenization_equals_reference_on_all_of_stsb_dev():
+    from tokenizers import BertWordPieceTokenizer  # the independent reference
+    refk = BertWordPieceTokenizer(VOCAB, lowercase=True, strip_accents=None, clean_text=True,
+                                  handle_chinese_chars=True)
+    tok = BertTokenizer(VOCAB, do_lower_case=True)
+    examples = read_examples(os.path.join(GLUE, "STS-B", "dev.tsv"), get_task("sts-b"))
+    texts = [t for e in examples for t in (e.text_a, e.text_b)]
+    assert len(texts) == 3000
+    mismatches = [t for t in texts
+                  if tok.convert_tokens_to_ids(tok.tokenize(t)) != refk.encode(t, add_special_tokens=False).ids]
+    assert mismatches == []
+
+
+def test_tokenizer_special_cases():
+    tok = BertTokenizer(VOCAB, do_lower_case=True)
+    assert tok.tokenize("Héllo, WORLD!") == ["hello", ",", "world", "!"]
+    assert tok.tokenize("a\u0000b\tc") == ["ab", "c"]  # control characters dropped
+    assert tok.tokenize("中文") == ["中", "文"]  # CJK characters split apart
+    assert tok.tokenize("x" * 101) == ["[UNK]"]
+    assert tok.tokenize("unaffable")[0] == "una" and tok.tokenize("unaffable")[1].startswith("##")
+
+
+def test_pair_truncation_longest_first():
+    a, b = list(range(10)), list(range(4))
+    assert truncate_pair(a, b, 8) and (len(a), len(b)) == (4, 4)
+    a, b = list(range(5)), list(range(5))
+    truncate_pair(a, b, 7)
+    assert (len(a), len(b)) == (4, 3)  # ties pop from b first, then the longer a
+    tok = BertTokenizer(VOCAB)
+    ids, mask, seg, cut = encode_pair(tok, "a b c d e f", "g h", 8)
+    v = tok.vocab
+    assert ids == [v["[CLS]"], v["a"], v["b"], v["c"], v["[SEP]"], v["g"], v["h"], v["[SEP]"]]
+    assert seg == [0, 0, 0, 0, 0, 1, 1, 1] and mask == [1] * 8 and cut
+
+
+# ---- processors and converter -------------------------------------------------------------
+@needs_glue
+def test_every_available_task_converts_with_manifest_row_counts(tmp_path):
+    lines = _manifest_rows()
+    done = 0
+    for name, spec in TASKS.items():
+        for split, fname in (("train", "train.tsv"), ("dev", spec.dev_file)):
+            key = f"{spec.folder}/{fname}"
+            if key not in lines or name == "mnli-mm":
+                continue
+            expect = lines[key] - (1 if spec.header else 0)
+            out = tmp_path / f"{name}-{split}"
+            meta = convert(name, GLUE, VOCAB, str(out), 32, formats=("mindrecord",), splits=(split,),
+                           progress=False)
+            assert meta["splits"][split]["examples"] == expect, key
+            done += 1
+    assert done == 13  # STS-B, SST-2, MRPC, RTE, CoLA, WNLI train+dev; QNLI dev
+
+
+@needs_glue
+def test_mindrecord_and_tfrecord_give_identical_batches(tmp_path):
+    pytest.importorskip("tensorflow")
+    for task in ("sts-b", "rte"):
+        out = tmp_path / task
+        convert(task, GLUE, VOCAB, str(out), 48, formats=("mindrecord", "tfrecord"), limit=40, progress=False)
+        for training in (False, True):
+            got = {}
+            for fmt in ("mindrecord", "tfrecord"):
+                data = create_dataset(str(out), "train", task, 8, fmt, training=False)
+                got[fmt] = [{k: v for k, v in b.items()} for b in data.create_dict_iterator(output_numpy=True)]
+            assert len(got["mindrecord"]) == len(got["tfrecord"]) == 5
+            for a, b in zip(got["mindrecord"], got["tfrecord"]):
+                for k in a:
+                    assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+                    np.testing.assert_array_equal(a[k], b[k])
+            label = got["mindrecord"][0]["label_ids"]
+            assert label.shape == (8,) and label.dtype == (np.float32 if task == "sts-b" else np.int32)
+
+
+@needs_glue
+def test_training_pipeline_shuffles_with_seed_drops_remainder_and_shards(tmp_path):
+    out = tmp_path / "rte"
+    convert("rte", GLUE, VOCAB, str(out), 32, limit=50, splits=("train",), progress=False)
+
+    def ids(**kw):
+        d = create_dataset(str(out), "train", "rte", 8, "mindrecord", **kw)
+        return [b["input_ids"] for b in d.create_dict_iterator(output_numpy=True)]
+    a, b = ids(training=True, seed=1), ids(training=True, seed=1)
+    assert len(a) == 6  # 50 // 8, remainder dropped
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert not all((x == y).all() for x, y in zip(a, ids(training=True, seed=2)))
+    assert len(ids(training=False)) == 7  # evaluation keeps the partial batch
+    s0 = np.concatenate(ids(num_shards=2, shard_id=0, training=False))
+    s1 = np.concatenate(ids(num_shards=2, shard_id=1, training=False))
+    assert len(s0) == len(s1) == 25
+    assert not {r.tobytes() for r in s0} & {r.tobytes() for r in s1}
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_bad_input_is_reported_with_file_and_line(tmp_path):
+    spec = get_task("rte")
+    bad = _write(tmp_path / "RTE" / "train.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\n")
+    with pytest.raises(DataError, match=r"train.tsv:3: expected 4 tab-separated fields, found 3"):
+        read_examples(str(bad), spec)
+    bad.write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
+    with pytest.raises(DataError, match=r"train.tsv:2: unknown label 'maybe'"):
+        read_examples(str(bad), spec)
+    bad.write_text("")
+    with pytest.raises(DataError, match="no examples"):
+        read_examples(str(bad), spec)
+    stsb = _write(tmp_path / "STS-B" / "train.tsv", "\t".join(["h"] * 10) + "\n" + "\t".join(["x"] * 10) + "\n")
+    with pytest.raises(DataError, match="train.tsv:2: label 'x' is not a number"):
+        read_examples(str(stsb), get_task("sts-b"))
+
+
+def test_converter_refuses_bad_arguments_and_writes_nothing(tmp_path):
+    glue = tmp_path / "glue"
+    _write(glue / "RTE" / "train.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\n")
+    _write(glue / "RTE" / "dev.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="no CoLA task folder"):
+        convert("cola", str(glue), VOCAB, str(out), 32)
+    with pytest.raises(FileNotFoundError, match="vocab file"):
+        convert("rte", str(glue), str(tmp_path / "none.txt"), str(out), 32)
+    with pytest.raises(ValueError, match="above the model's position limit 512"):
+        convert("rte", str(glue), VOCAB, str(out), 600)
+    with pytest.raises(ValueError, match="unknown task"):
+        convert("rte-x", str(glue), VOCAB, str(out), 32)
+    with pytest.raises(DataError, match="train.tsv:3"):
+        convert("rte", str(glue), VOCAB, str(out), 32, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["glue"]  # no partial output left behind
+    convert("rte", str(glue), VOCAB, str(out), 32, splits=("dev",), progress=False)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        convert("rte", str(glue), VOCAB, str(out), 32, splits=("dev",), progress=False)
+    convert("rte", str(glue), VOCAB, str(out), 32, splits=("dev",), progress=False, overwrite=True)
+
+
+def test_cola_without_header_and_mrpc_bom(tmp_path):
+    cola = _write(tmp_path / "CoLA" / "dev.tsv", "gj04\t1\t\tThe sailors rode.\ngj04\t0\t*\tRode the.")
+    ex = read_examples(str(cola), get_task("cola"))
+    assert [(e.text_a, e.label) for e in ex] == [("The sailors rode.", 1.0), ("Rode the.", 0.0)]
+    mrpc = _write(tmp_path / "MRPC" / "dev.tsv",
+                  "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\t\"A\tB \"\n")
+    ex = read_examples(str(mrpc), get_task("mrpc"))
+    assert (ex[0].text_a, ex[0].text_b, ex[0].label) == ('"A', 'B "', 1.0)  # quoting off
+
+
+# ---- metrics -----------------------------------------------------------------------------
+def test_metrics_against_hand_computed_values():
+    pred = np.array([1, 1, 0, 0, 1, 0])
+    gold = np.array([1, 0, 0, 1, 1, 0])
+    # tp=2 fp=1 fn=1 tn=2: F1 = 4/6, MCC = (4-1)/sqrt(3*3*3*3) = 1/3
+    assert f1_binary(pred, gold) == pytest.approx(2 / 3)
+    assert matthews(pred, gold) == pytest.approx(1 / 3)
+    assert matthews(np.ones(4, int), np.array([1, 0, 1, 0])) == 0.0
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    y = np.array([2.0, 4.0, 5.0, 4.0])
+    # Pearson by hand: dx=(-1.5,-.5,.5,1.5) dy=(-1.75,.25,1.25,.25): sxy=3.5 sxx=5 syy=4.75
+    assert pearson(x, y) == pytest.approx(3.5 / np.sqrt(5 * 4.75))
+    # Spearman with ties: ranks y = (1, 2.5, 4, 2.5)
+    ry = np.array([1, 2.5, 4, 2.5])
+    assert spearman(x, y) == pytest.approx(pearson(np.array([1, 2, 3, 4.0]), ry))
+    m = compute_metrics("sts-b", x.reshape(-1, 1), y)
+    assert m["select"] == pytest.approx((m["pearson"] + m["spearman"]) / 2)
+    m = compute_metrics("mrpc", np.eye(2)[pred], gold)
+    assert m["select"] == m["f1"] and m["acc"] == pytest.approx(4 / 6)

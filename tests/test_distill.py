@@ -1,0 +1,130 @@
+"""Distillation loss terms against numpy; frozen teacher; a GRAPH_MODE step lowers the loss."""
+import numpy as np
+import pytest
+import mindspore as ms
+
+import numpy_ref as ref
+from conftest import randomize, tiny_batch, tiny_config
+from src.cell_wrapper import DistillLoss, TrainOneStep, WarmupLinearLR, build_optimizer, layer_map
+from src.config import DistillConfig, QuantConfig, TrainConfig
+from src.tinybert_model import BertForSequenceClassification
+
+T = ms.Tensor
+
+
+def _pair(rng, num_labels=2, s_layers=2, t_layers=2, quant=None):
+    teacher = BertForSequenceClassification(tiny_config(num_labels, layers=t_layers), QuantConfig.full_precision())
+    randomize(teacher, rng, scale=0.3)
+    student = BertForSequenceClassification(tiny_config(num_labels, layers=s_layers), quant or QuantConfig.full_precision())
+    randomize(student, rng, scale=0.3)
+    return student, teacher
+
+
+def _np_loss(s_out, t_out, labels, dcfg, h_map, a_map, regression):
+    (sl, sh, ss), (tl, th, ts) = s_out, t_out
+    mse = lambda a, b: np.mean((a - b) ** 2)  # noqa: E731
+    hid = sum(mse(sh[i], th[j]) for i, j in enumerate(h_map))
+    z = lambda x: np.where(x <= -100, 0.0, x)  # noqa: E731
+    att = sum(mse(z(ss[i]), z(ts[j])) for i, j in enumerate(a_map))
+    if regression:
+        target = tl if dcfg.regression_target == "teacher" else labels.reshape(-1, 1)
+        pred = mse(sl, target)
+    else:
+        ls = sl - sl.max(-1, keepdims=True)
+        ls = ls - np.log(np.exp(ls).sum(-1, keepdims=True))
+        pred = np.mean(-ref.softmax(tl) * ls)
+    return dcfg.hidden_weight * hid + dcfg.attention_weight * att + dcfg.pred_weight * pred, (hid, att, pred)
+
+
+def _outs(net, ids, mask, seg):
+    P = {n: p.asnumpy() for n, p in net.parameters_and_names()}
+    return ref.bert_forward(P, net.config, ids, mask, seg)
+
+
+@pytest.mark.parametrize("num_labels,target", [(2, "teacher"), (1, "teacher"), (1, "label")])
+def test_distill_loss_matches_numpy(pynative, num_labels, target):
+    rng = np.random.RandomState(0)
+    student, teacher = _pair(rng, num_labels)
+    dcfg = DistillConfig(hidden_weight=1.0, attention_weight=0.5, pred_weight=2.0, regression_target=target)
+    ids, mask, seg = tiny_batch(rng)
+    labels = rng.rand(3).astype(np.float32) * 5 if num_labels == 1 else rng.randint(0, 2, 3).astype(np.int32)
+    got = DistillLoss(student, teacher, dcfg)(T(ids), T(mask), T(seg), T(labels)).asnumpy()
+    expect, parts = _np_loss(_outs(student, ids, mask, seg), _outs(teacher, ids, mask, seg), labels, dcfg,
+                             [0, 1, 2], [0, 1], num_labels == 1)
+    assert min(parts) > 1e-4  # every term contributes
+    np.testing.assert_allclose(got, expect, rtol=2e-5)
+
+
+def test_attention_term_ignores_padded_entries(pynative):
+    """Differences only at padded key positions must not count."""
+    rng = np.random.RandomState(1)
+    student, teacher = _pair(rng)
+    dcfg = DistillConfig(hidden_weight=0.0, attention_weight=1.0, pred_weight=0.0)
+    ids, mask, seg = tiny_batch(rng)
+    loss = DistillLoss(student, teacher, dcfg)
+    base = float(loss(T(ids), T(mask), T(seg), T(np.zeros(3, np.int32))).asnumpy())
+    _, _, ss = _outs(student, ids, mask, seg)
+    _, _, ts = _outs(teacher, ids, mask, seg)
+    keep = mask[:, None, None, :].astype(bool)
+    expect = sum(np.mean(np.where(np.broadcast_to(keep, s.shape), s - t, 0.0) ** 2) for s, t in zip(ss, ts))
+    np.testing.assert_allclose(base, expect, rtol=2e-5)
+
+
+def test_layer_map_for_a_deeper_teacher(pynative):
+    assert layer_map(2, 2) == ([0, 1, 2], [0, 1])
+    assert layer_map(2, 6) == ([0, 3, 6], [2, 5])  # (i+1)k - 1 with k = 3
+    with pytest.raises(ValueError):
+        layer_map(4, 6)
+    rng = np.random.RandomState(2)
+    student, teacher = _pair(rng, s_layers=1, t_layers=2)
+    dcfg = DistillConfig()
+    ids, mask, seg = tiny_batch(rng)
+    got = DistillLoss(student, teacher, dcfg)(T(ids), T(mask), T(seg), T(np.zeros(3, np.int32))).asnumpy()
+    expect, _ = _np_loss(_outs(student, ids, mask, seg), _outs(teacher, ids, mask, seg), None, dcfg,
+                         [0, 2], [1], False)
+    np.testing.assert_allclose(got, expect, rtol=2e-5)
+
+
+def test_warmup_linear_schedule():
+    lr = WarmupLinearLR(1e-3, 10, 100)
+    got = [float(lr(T(np.int32(s))).asnumpy()) for s in (0, 5, 10, 55, 100, 120)]
+    np.testing.assert_allclose(got, [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
+
+
+def _train(quant, steps, lr=5e-3, seed=3, num_labels=1):
+    rng = np.random.RandomState(seed)
+    teacher = BertForSequenceClassification(tiny_config(num_labels), QuantConfig.full_precision())
+    randomize(teacher, rng, scale=0.3)
+    student = BertForSequenceClassification(tiny_config(num_labels), quant)
+    t_params = dict(teacher.parameters_and_names())
+    for n, p in student.parameters_and_names():
+        if n in t_params:
+            p.set_data(t_params[n].data.copy())
+    tcfg = TrainConfig(learning_rate=lr, warmup_ratio=0.0, weight_decay=0.0)
+    opt = build_optimizer(student.trainable_params(), tcfg, 1000)
+    step = TrainOneStep(DistillLoss(student, teacher, DistillConfig()), opt, 1.0, student, quant)
+    step.set_train(True)
+    ids, mask, seg = tiny_batch(rng, b=4, s=12)
+    y = rng.rand(4).astype(np.float32)
+    before = {n: p.asnumpy().copy() for n, p in teacher.parameters_and_names()}
+    losses = [float(step(T(ids), T(mask), T(seg), T(y)).asnumpy()) for _ in range(steps)]
+    return losses, before, teacher, student, opt
+
+
+def test_graph_distillation_lowers_loss_and_keeps_teacher_frozen(graph):
+    losses, before, teacher, student, _ = _train(QuantConfig(), 30)
+    assert losses[0] > 0.01  # the 2-2-8 student starts away from its teacher
+    assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
+    for n, p in teacher.parameters_and_names():
+        np.testing.assert_array_equal(p.asnumpy(), before[n], err_msg=n)
+
+
+def test_lat_curvature_is_refreshed_from_adam(graph):
+    quant = QuantConfig(ternarizer="lat")
+    losses, _, _, student, opt = _train(quant, 3)
+    assert np.isfinite(losses).all()
+    v = {id(p): m for p, m in zip(opt.parameters, opt.moments2)}
+    cell = student.bert.encoder.layer[0].attention.self.query
+    np.testing.assert_allclose(cell.lat_d.asnumpy(), np.sqrt(v[id(cell.weight)].asnumpy()) + quant.lat_eps,
+                               rtol=1e-6)
+    assert not np.allclose(cell.lat_d.asnumpy(), 1.0)

@@ -1,0 +1,86 @@
+"""Distil a ternary (2-2-8 by default) student from a full-precision teacher.
+
+    python train.py --task_name sts-b --teacher_model out/teacher/best.ckpt \
+        --data_dir data/sts-b-128 --output_dir out/student
+
+The student starts from --student_model (default: the teacher) and is trained with the
+distillation loss of src/cell_wrapper.py; best.ckpt is the student with the best dev metric.
+"""
+import argparse
+import logging
+import os
+import sys
+
+from src import cli
+
+logger = logging.getLogger("train")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_task_args(ap)
+    cli.add_device_args(ap)
+    cli.add_data_args(ap)
+    ap.add_argument("--teacher_model", required=True, help="teacher checkpoint (.ckpt, its .json beside)")
+    ap.add_argument("--student_model", default=None, help="student initialisation (default: the teacher)")
+    cli.add_train_args(ap, lr=2e-5, epochs=3)
+    cli.add_quant_args(ap)
+    cli.add_distill_args(ap)
+    ap.add_argument("--distribute", action="store_true", help="data parallel over the launcher's ranks")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.setup_logging(os.path.join(args.output_dir, "train.log"))
+    import mindspore as ms
+    from src.checkpoint import load_network
+    from src.cell_wrapper import DistillLoss, TrainOneStep, build_optimizer
+    from src.config import RunConfig
+    from src.dataset import check_records
+    from src.distributed import init_distributed
+    from src.trainer import LoopSpec, fit, prepare_output_dir, set_context, total_steps
+
+    # configs
+    set_context(args.device_target, args.device_id, args.mode)
+    rank, group = init_distributed(args.distribute)
+    meta = check_records(args.data_dir, args.task_name)
+    qcfg, dcfg = cli.quant_config(args), cli.distill_config(args)
+    tcfg = cli.train_config(args, meta["max_seq_length"])
+    if rank == 0:
+        prepare_output_dir(args.output_dir, cli.run_identity(args), args.resume, args.overwrite)
+
+    # networks: a frozen float teacher, a quantized student (dropout 0) initialised from a checkpoint
+    ms.set_seed(tcfg.seed)
+    teacher, t_run = load_network(args.teacher_model, dropout=0.0)
+    if t_run.task != args.task_name:
+        raise ValueError(f"{args.teacher_model} is a {t_run.task} model, not {args.task_name}")
+    if not t_run.quant.is_float:
+        raise ValueError(f"{args.teacher_model} is quantized ({t_run.quant.name}); the teacher must be full precision")
+    student, s_run = load_network(args.student_model or args.teacher_model, quant=qcfg, dropout=0.0)
+    if s_run.task != args.task_name:
+        raise ValueError(f"{args.student_model} is a {s_run.task} model, not {args.task_name}")
+    run = RunConfig(task=args.task_name, model=s_run.model, quant=qcfg, distill=dcfg, train=tcfg)
+
+    # optimizer and train cell
+    steps = total_steps(args.data_dir, tcfg, group)
+    opt = build_optimizer(student.trainable_params(), tcfg, steps)
+    cell = TrainOneStep(DistillLoss(student, teacher, dcfg), opt, tcfg.clip_norm, student, qcfg)
+    logger.info("distilling %s: student %s (%s), teacher %s, %d steps", args.task_name, qcfg.name,
+                qcfg.ternarizer, args.teacher_model, steps)
+
+    # loop
+    state = fit(LoopSpec(cell, student, run, tcfg, args.data_dir, args.dataset_type, args.output_dir,
+                         args.eval_batch_size, rank, group), resume=args.resume)
+    if rank == 0:
+        logger.info("done: best %s %.5f at step %s -> %s", run.task, state["best"], state["best_step"],
+                    os.path.join(args.output_dir, "best.ckpt"))
+    return state
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        logging.getLogger("train").error("%s", e)
+        sys.exit(2)
