@@ -24,6 +24,8 @@ def parse_args(argv=None):
     cli.add_device_args(ap)
     cli.add_data_args(ap)
     ap.add_argument("--split", default="dev", choices=["dev", "train"])
+    ap.add_argument("--any_length", action="store_true",
+                    help="allow records of another max length than the checkpoint was trained at")
     ap.add_argument("--output_file", default=None, help="metrics JSON (default: <checkpoint>.eval.json)")
     return ap.parse_args(argv)
 
@@ -45,6 +47,12 @@ def main(argv=None):
     net, run = load_any(args.checkpoint)
     if args.task_name and args.task_name != run.task:
         raise ValueError(f"{args.checkpoint} is a {run.task} model, not {args.task_name}")
+    from src.dataset import check_records
+    meta = check_records(args.data_dir, run.task, args.max_seq_length)
+    if run.train is not None and meta["max_seq_length"] != run.train.max_seq_length and not args.any_length:
+        raise ValueError(f"{args.checkpoint} was trained at max_seq_length {run.train.max_seq_length} but "
+                         f"{args.data_dir} was converted at {meta['max_seq_length']}; convert again, or pass "
+                         f"--any_length to evaluate anyway")
     metrics = evaluate(net, args.data_dir, run.task, args.eval_batch_size, args.dataset_type, split=args.split)
     result = {"checkpoint": os.path.abspath(args.checkpoint), "task": run.task, "split": args.split,
               "quant": run.quant.name, "data_dir": os.path.abspath(args.data_dir), **metrics}

@@ -28,7 +28,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.setup_logging(os.path.join(args.output_dir, "finetune.log"))
+    cli.setup_logging()
     import mindspore as ms
     from src.checkpoint import load_network
     from src.cell_wrapper import TaskLoss, TrainOneStep, build_optimizer
@@ -40,10 +40,8 @@ def main(argv=None):
     # configs
     set_context(args.device_target, args.device_id, args.mode)
     rank, group = init_distributed(args.distribute)
-    meta = check_records(args.data_dir, args.task_name)
+    meta = check_records(args.data_dir, args.task_name, args.max_seq_length)
     tcfg = cli.train_config(args, meta["max_seq_length"])
-    if rank == 0:
-        prepare_output_dir(args.output_dir, cli.run_identity(args), args.resume, args.overwrite)
 
     # network (dropout as its config says, 0.1 for BERT)
     ms.set_seed(tcfg.seed)
@@ -54,13 +52,19 @@ def main(argv=None):
         raise ValueError(f"{args.model} is quantized ({m_run.quant.name}); fine-tune a float model")
     run = RunConfig(task=args.task_name, model=m_run.model, quant=m_run.quant, train=tcfg)
 
+    # output folder (after every input was checked, so a failed start leaves nothing)
+    if rank == 0:
+        prepare_output_dir(args.output_dir, cli.run_identity(args), args.resume, args.overwrite)
+        cli.log_to_file(os.path.join(args.output_dir, "finetune.log"))
+
     # optimizer, loop
     steps = total_steps(args.data_dir, tcfg, group)
     cell = TrainOneStep(TaskLoss(net), build_optimizer(net.trainable_params(), tcfg, steps), tcfg.clip_norm)
     logger.info("fine-tuning %s from %s, %d steps", args.task_name, args.model, steps)
     state = fit(LoopSpec(cell, net, run, tcfg, args.data_dir, args.dataset_type, args.output_dir,
-                         args.eval_batch_size, rank, group), resume=args.resume)
-    if rank == 0:
+                         args.eval_batch_size, rank, group), resume=args.resume,
+                stop_after=args.stop_after)
+    if rank == 0 and state["best"] is not None:
         logger.info("done: best %s %.5f at step %s -> %s", run.task, state["best"], state["best_step"],
                     os.path.join(args.output_dir, "best.ckpt"))
     return state
@@ -69,6 +73,6 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         logging.getLogger("finetune").error("%s", e)
         sys.exit(2)

@@ -32,7 +32,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.setup_logging(os.path.join(args.output_dir, "train.log"))
+    cli.setup_logging()
     import mindspore as ms
     from src.checkpoint import load_network
     from src.cell_wrapper import DistillLoss, TrainOneStep, build_optimizer
@@ -44,11 +44,9 @@ def main(argv=None):
     # configs
     set_context(args.device_target, args.device_id, args.mode)
     rank, group = init_distributed(args.distribute)
-    meta = check_records(args.data_dir, args.task_name)
+    meta = check_records(args.data_dir, args.task_name, args.max_seq_length)
     qcfg, dcfg = cli.quant_config(args), cli.distill_config(args)
     tcfg = cli.train_config(args, meta["max_seq_length"])
-    if rank == 0:
-        prepare_output_dir(args.output_dir, cli.run_identity(args), args.resume, args.overwrite)
 
     # networks: a frozen float teacher, a quantized student (dropout 0) initialised from a checkpoint
     ms.set_seed(tcfg.seed)
@@ -62,6 +60,11 @@ def main(argv=None):
         raise ValueError(f"{args.student_model} is a {s_run.task} model, not {args.task_name}")
     run = RunConfig(task=args.task_name, model=s_run.model, quant=qcfg, distill=dcfg, train=tcfg)
 
+    # output folder (after every input was checked, so a failed start leaves nothing)
+    if rank == 0:
+        prepare_output_dir(args.output_dir, cli.run_identity(args), args.resume, args.overwrite)
+        cli.log_to_file(os.path.join(args.output_dir, "train.log"))
+
     # optimizer and train cell
     steps = total_steps(args.data_dir, tcfg, group)
     opt = build_optimizer(student.trainable_params(), tcfg, steps)
@@ -71,8 +74,9 @@ def main(argv=None):
 
     # loop
     state = fit(LoopSpec(cell, student, run, tcfg, args.data_dir, args.dataset_type, args.output_dir,
-                         args.eval_batch_size, rank, group), resume=args.resume)
-    if rank == 0:
+                         args.eval_batch_size, rank, group), resume=args.resume,
+                stop_after=args.stop_after)
+    if rank == 0 and state["best"] is not None:
         logger.info("done: best %s %.5f at step %s -> %s", run.task, state["best"], state["best_step"],
                     os.path.join(args.output_dir, "best.ckpt"))
     return state
@@ -81,6 +85,6 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         logging.getLogger("train").error("%s", e)
         sys.exit(2)

@@ -13,13 +13,20 @@ import sys
 from .config import DistillConfig, QuantConfig, TrainConfig, TASKS, get_task
 
 
-def setup_logging(log_file: str = None) -> None:
-    handlers = [logging.StreamHandler(sys.stdout)]
-    if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(message)s")
+_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, handlers=[logging.StreamHandler(sys.stdout)], force=True,
+                        format=_FORMAT)
+
+
+def log_to_file(path: str) -> None:
+    """Also log to ``path`` (called once the output folder is prepared)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    logging.getLogger().addHandler(handler)
 
 
 def task_name(value: str) -> str:
@@ -45,6 +52,8 @@ def add_task_args(ap: argparse.ArgumentParser) -> None:
 def add_data_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data_dir", required=True,
                     help="records folder written by scripts/convert_glue.py")
+    ap.add_argument("--max_seq_length", type=int, default=None,
+                    help="optional check: the records must have been converted at this length")
     ap.add_argument("--dataset_type", default="mindrecord", choices=["mindrecord", "tfrecord"])
     ap.add_argument("--eval_batch_size", type=int, default=64)
 
@@ -61,6 +70,8 @@ def add_train_args(ap: argparse.ArgumentParser, lr: float, epochs: float) -> Non
     ap.add_argument("--max_steps", type=int, default=0, help="stop after N steps (0: no cap)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--resume", action="store_true", help="continue the run in --output_dir")
+    ap.add_argument("--stop_after", type=int, default=0,
+                    help="stop after N steps as if interrupted (to exercise --resume)")
     ap.add_argument("--overwrite", action="store_true", help="replace a run in --output_dir")
 
 
@@ -113,6 +124,6 @@ def train_config(args, max_seq_length: int) -> TrainConfig:
                        max_steps=args.max_steps)
 
 
-def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size")) -> dict:
+def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size", "stop_after")) -> dict:
     """What makes two invocations the same run (for refusing to mix runs in one folder)."""
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}

@@ -111,8 +111,10 @@ def _write_json(path: str, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10) -> dict:
-    """Train, evaluating every ``eval_steps`` (or once per epoch) and at the end."""
+def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: int = 0) -> dict:
+    """Train, evaluating every ``eval_steps`` (or once per epoch) and at the end.
+
+    ``stop_after`` > 0 returns after that many steps, like an interruption would (tests)."""
     t = spec.tcfg
     out = spec.output_dir
     main_rank = spec.rank == 0
@@ -168,8 +170,11 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10) -> dict:
                                    seen * spec.group_size / max(time.time() - t_start, 1e-9))
                 loss_sum, loss_n = 0.0, 0
                 spec.train_cell.set_train(True)
-            if step >= total or step % per_epoch == 0:
+            if step >= total or step % per_epoch == 0 or step == stop_after:
                 break
+        if step == stop_after:
+            logger.info("stopped after step %d (--stop_after)", step)
+            break
     return state
 
 

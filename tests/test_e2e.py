@@ -1,0 +1,114 @@
+"""End to end through the real entry points on a small slice of STS-B with a 2-layer MiniLM."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import GLUE, ROOT
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(GLUE), reason="../shared/data/glue not present")
+
+
+def run(*args, ok=True):
+    env = dict(os.environ, GLOG_v="3")
+    p = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if ok and p.returncode != 0:
+        raise AssertionError(f"{args[0]} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A 2-layer slice of all-MiniLM-L6-v2 as a Hugging Face folder, imported; STS-B records."""
+    from safetensors.numpy import load_file, save_file
+    from src.checkpoint import default_backbone_dir
+    d = tmp_path_factory.mktemp("e2e")
+    src = default_backbone_dir()
+    tensors = {k: v for k, v in load_file(os.path.join(src, "model.safetensors")).items()
+               if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < 2}
+    hf = d / "minilm2"
+    hf.mkdir()
+    save_file(tensors, str(hf / "model.safetensors"))
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    cfg["num_hidden_layers"] = 2
+    json.dump(cfg, open(hf / "config.json", "w"))
+    (hf / "vocab.txt").write_bytes(open(os.path.join(src, "vocab.txt"), "rb").read())
+    run("scripts/import_hf.py", "--hf_dir", str(hf), "--task_name", "sts-b", "--output", str(d / "bb" / "bb.ckpt"))
+    run("scripts/convert_glue.py", "--task_name", "sts-b", "--data_dir", GLUE, "--vocab_file", str(d / "bb" / "vocab.txt"),
+        "--output_dir", str(d / "data"), "--max_seq_length", "32", "--limit", "64")
+    return d
+
+
+@pytest.mark.slow
+def test_import_finetune_distil_eval_export(work):
+    d = work
+    common = ["--task_name", "sts-b", "--data_dir", str(d / "data"), "--train_batch_size", "16"]
+    run("finetune.py", *common, "--model", str(d / "bb" / "bb.ckpt"), "--output_dir", str(d / "teacher"),
+        "--max_steps", "4", "--learning_rate", "1e-4")
+    for f in ("best.ckpt", "best.json", "last.ckpt", "last.json", "train_state.ckpt", "state.json", "metrics.json",
+              "run.json", "finetune.log"):
+        assert os.path.isfile(d / "teacher" / f), f
+    run("train.py", *common, "--teacher_model", str(d / "teacher" / "best.ckpt"), "--output_dir", str(d / "student"),
+        "--max_steps", "4", "--eval_step", "2", "--learning_rate", "1e-4")
+    hist = json.load(open(d / "student" / "metrics.json"))
+    assert [r["step"] for r in hist] == [2, 4] and all(np.isfinite(r["pearson"]) for r in hist)
+    student_cfg = json.load(open(d / "student" / "best.json"))
+    assert student_cfg["quant"]["weight_bits"] == 2 and student_cfg["train"]["max_seq_length"] == 32
+
+    ev = run("eval.py", "--checkpoint", str(d / "student" / "best.ckpt"), "--data_dir", str(d / "data"))
+    m = json.load(open(d / "student" / "best.eval.json"))
+    best = max(hist, key=lambda r: r["select"])
+    assert m["examples"] == 64 and abs(m["pearson"] - best["pearson"]) < 1e-6, ev.stdout
+
+    run("export.py", "--checkpoint", str(d / "student" / "best.ckpt"), "--output", str(d / "exp" / "s"), "--packed")
+    assert os.path.isfile(d / "exp" / "s.mindir") and os.path.isfile(d / "exp" / "s.tbq")
+    run("eval.py", "--checkpoint", str(d / "exp" / "s.tbq"), "--data_dir", str(d / "data"),
+        "--output_file", str(d / "exp" / "packed.json"))
+    packed = json.load(open(d / "exp" / "packed.json"))
+    assert packed["pearson"] == m["pearson"]  # packed file: same numbers as the checkpoint
+
+
+@pytest.mark.slow
+def test_resume_continues_to_the_same_result(work):
+    d = work
+    common = ["train.py", "--task_name", "sts-b", "--data_dir", str(d / "data"), "--train_batch_size", "16",
+              "--teacher_model", str(d / "bb" / "bb.ckpt"), "--epoch_size", "2", "--eval_step", "2",
+              "--learning_rate", "1e-4"]
+    run(*common, "--output_dir", str(d / "a"))
+    run(*common, "--output_dir", str(d / "b"), "--stop_after", "2")
+    assert json.load(open(d / "b" / "state.json"))["step"] == 2
+    again = run(*common, "--output_dir", str(d / "b"), ok=False)  # not without --resume
+    assert again.returncode == 2 and "--resume" in again.stdout
+    run(*common, "--output_dir", str(d / "b"), "--resume")
+    ha, hb = json.load(open(d / "a" / "metrics.json")), json.load(open(d / "b" / "metrics.json"))
+    assert [r["step"] for r in ha] == [r["step"] for r in hb] == [2, 4, 6, 8]
+    for ra, rb in zip(ha, hb):
+        assert ra["pearson"] == pytest.approx(rb["pearson"], abs=1e-6)
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
+
+
+def test_bad_inputs_get_clear_errors(work):
+    d = work
+    base = ["train.py", "--task_name", "sts-b", "--data_dir", str(d / "data"), "--output_dir", str(d / "bad")]
+    p = run(*base, "--teacher_model", str(d / "none.ckpt"), ok=False)
+    assert p.returncode == 2 and "none.json does not exist" in p.stdout
+    p = run(*base[:2], "sts-x", *base[3:], "--teacher_model", str(d / "bb" / "bb.ckpt"), ok=False)
+    assert p.returncode == 2 and "unknown task 'sts-x'" in p.stderr
+    p = run(*base, "--teacher_model", str(d / "bb" / "bb.ckpt"), "--max_seq_length", "128", ok=False)
+    assert p.returncode == 2 and "converted at max_seq_length 32" in p.stdout
+    # a checkpoint whose tensors are of another architecture than its config says
+    cfg = json.load(open(d / "bb" / "bb.json"))
+    cfg["model"]["num_hidden_layers"] = 3
+    (d / "arch").mkdir(exist_ok=True)
+    json.dump(cfg, open(d / "arch" / "m.json", "w"))
+    (d / "arch" / "m.ckpt").write_bytes(open(d / "bb" / "bb.ckpt", "rb").read())
+    p = run(*base, "--teacher_model", str(d / "arch" / "m.ckpt"), ok=False)
+    assert p.returncode == 2 and "missing ['bert.encoder.layer.2" in p.stdout
+    # an output folder holding a different run
+    (d / "bad").mkdir(exist_ok=True)
+    json.dump({"task_name": "rte"}, open(d / "bad" / "run.json", "w"))
+    p = run(*base, "--teacher_model", str(d / "bb" / "bb.ckpt"), ok=False)
+    assert p.returncode == 2 and "holds a different run" in p.stdout
