@@ -65,8 +65,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
-        logging.getLogger("export").error("%s", e)
-        sys.exit(2)
+    sys.exit(cli.run_main(main, "export"))

@@ -7,7 +7,6 @@
 """
 import argparse
 import logging
-import os
 import sys
 
 from src import cli
@@ -22,7 +21,6 @@ def parse_args(argv=None):
     cli.add_data_args(ap)
     ap.add_argument("--model", required=True, help="float checkpoint to fine-tune (.ckpt, its .json beside)")
     cli.add_train_args(ap, lr=5e-5, epochs=3)
-    ap.add_argument("--distribute", action="store_true", help="data parallel over the launcher's ranks")
     return ap.parse_args(argv)
 
 
@@ -33,15 +31,10 @@ def main(argv=None):
     from src.checkpoint import load_network
     from src.cell_wrapper import TaskLoss, TrainOneStep, build_optimizer
     from src.config import RunConfig
-    from src.dataset import check_records
-    from src.distributed import init_distributed
-    from src.trainer import LoopSpec, fit, prepare_output_dir, set_context, total_steps
+    from src.trainer import start_run, total_steps, train_and_report
 
-    # configs
-    set_context(args.device_target, args.device_id, args.mode)
-    rank, group = init_distributed(args.distribute)
-    meta = check_records(args.data_dir, args.task_name, args.max_seq_length)
-    tcfg = cli.train_config(args, meta["max_seq_length"])
+    # configs (and device, data-parallel ranks, records check)
+    rank, group, tcfg = start_run(args)
 
     # network (dropout as its config says, 0.1 for BERT)
     ms.set_seed(tcfg.seed)
@@ -52,27 +45,14 @@ def main(argv=None):
         raise ValueError(f"{args.model} is quantized ({m_run.quant.name}); fine-tune a float model")
     run = RunConfig(task=args.task_name, model=m_run.model, quant=m_run.quant, train=tcfg)
 
-    # output folder (after every input was checked, so a failed start leaves nothing)
-    if rank == 0:
-        prepare_output_dir(args.output_dir, cli.run_identity(args), args.resume, args.overwrite)
-        cli.log_to_file(os.path.join(args.output_dir, "finetune.log"))
-
-    # optimizer, loop
+    # optimizer and train cell
     steps = total_steps(args.data_dir, tcfg, group)
     cell = TrainOneStep(TaskLoss(net), build_optimizer(net.trainable_params(), tcfg, steps), tcfg.clip_norm)
     logger.info("fine-tuning %s from %s, %d steps", args.task_name, args.model, steps)
-    state = fit(LoopSpec(cell, net, run, tcfg, args.data_dir, args.dataset_type, args.output_dir,
-                         args.eval_batch_size, rank, group), resume=args.resume,
-                stop_after=args.stop_after)
-    if rank == 0 and state["best"] is not None:
-        logger.info("done: best %s %.5f at step %s -> %s", run.task, state["best"], state["best_step"],
-                    os.path.join(args.output_dir, "best.ckpt"))
-    return state
+
+    # loop
+    return train_and_report(args, cell, net, run, rank, group, "finetune.log")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        logging.getLogger("finetune").error("%s", e)
-        sys.exit(2)
+    sys.exit(cli.run_main(main, "finetune"))

@@ -8,7 +8,6 @@ distillation loss of src/cell_wrapper.py; best.ckpt is the student with the best
 """
 import argparse
 import logging
-import os
 import sys
 
 from src import cli
@@ -26,7 +25,6 @@ def parse_args(argv=None):
     cli.add_train_args(ap, lr=2e-5, epochs=3)
     cli.add_quant_args(ap)
     cli.add_distill_args(ap)
-    ap.add_argument("--distribute", action="store_true", help="data parallel over the launcher's ranks")
     return ap.parse_args(argv)
 
 
@@ -37,16 +35,11 @@ def main(argv=None):
     from src.checkpoint import load_network
     from src.cell_wrapper import DistillLoss, TrainOneStep, build_optimizer
     from src.config import RunConfig
-    from src.dataset import check_records
-    from src.distributed import init_distributed
-    from src.trainer import LoopSpec, fit, prepare_output_dir, set_context, total_steps
+    from src.trainer import start_run, total_steps, train_and_report
 
-    # configs
-    set_context(args.device_target, args.device_id, args.mode)
-    rank, group = init_distributed(args.distribute)
-    meta = check_records(args.data_dir, args.task_name, args.max_seq_length)
+    # configs (and device, data-parallel ranks, records check)
+    rank, group, tcfg = start_run(args)
     qcfg, dcfg = cli.quant_config(args), cli.distill_config(args)
-    tcfg = cli.train_config(args, meta["max_seq_length"])
 
     # networks: a frozen float teacher, a quantized student (dropout 0) initialised from a checkpoint
     ms.set_seed(tcfg.seed)
@@ -60,11 +53,6 @@ def main(argv=None):
         raise ValueError(f"{args.student_model} is a {s_run.task} model, not {args.task_name}")
     run = RunConfig(task=args.task_name, model=s_run.model, quant=qcfg, distill=dcfg, train=tcfg)
 
-    # output folder (after every input was checked, so a failed start leaves nothing)
-    if rank == 0:
-        prepare_output_dir(args.output_dir, cli.run_identity(args), args.resume, args.overwrite)
-        cli.log_to_file(os.path.join(args.output_dir, "train.log"))
-
     # optimizer and train cell
     steps = total_steps(args.data_dir, tcfg, group)
     opt = build_optimizer(student.trainable_params(), tcfg, steps)
@@ -73,18 +61,8 @@ def main(argv=None):
                 qcfg.ternarizer, args.teacher_model, steps)
 
     # loop
-    state = fit(LoopSpec(cell, student, run, tcfg, args.data_dir, args.dataset_type, args.output_dir,
-                         args.eval_batch_size, rank, group), resume=args.resume,
-                stop_after=args.stop_after)
-    if rank == 0 and state["best"] is not None:
-        logger.info("done: best %s %.5f at step %s -> %s", run.task, state["best"], state["best_step"],
-                    os.path.join(args.output_dir, "best.ckpt"))
-    return state
+    return train_and_report(args, cell, student, run, rank, group, "train.log")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        logging.getLogger("train").error("%s", e)
-        sys.exit(2)
+    sys.exit(cli.run_main(main, "train"))

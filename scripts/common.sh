@@ -48,3 +48,18 @@ run_logged() {
   echo "log: $log (exit $rc)"
   return "$rc"
 }
+
+# check_device_num USAGE VALUE: exit 2 unless VALUE is a positive integer
+check_device_num() {
+  if ! [[ "$2" =~ ^[0-9]+$ ]] || [ "$2" -lt 1 ]; then
+    echo -e "error: DEVICE_NUM must be a positive integer\n$1" >&2; exit 2
+  fi
+}
+
+# require_output_dir USAGE ARGS...: the --output_dir value, or exit 2
+require_output_dir() {
+  local usage="$1"; shift
+  local out; out="$(flag_value output_dir "$@")"
+  [ -n "$out" ] || { echo -e "error: missing --output_dir\n$usage" >&2; exit 2; }
+  echo "$out"
+}

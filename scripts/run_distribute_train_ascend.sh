@@ -8,8 +8,7 @@ USAGE="usage: bash scripts/run_distribute_train_ascend.sh RANK_TABLE_FILE|msrun 
 TABLE="${1:-}"; DEVICE_NUM="${2:-}"
 if [ -z "$TABLE" ] || ! [[ "$DEVICE_NUM" =~ ^[0-9]+$ ]]; then echo -e "$USAGE" >&2; exit 2; fi
 shift 2
-OUT="$(flag_value output_dir "$@")"
-[ -n "$OUT" ] || { echo -e "error: missing --output_dir\n$USAGE" >&2; exit 2; }
+OUT="$(require_output_dir "$USAGE" "$@")" || exit 2
 cd "$ROOT"
 if [ "$TABLE" = "msrun" ]; then
   mkdir -p "$OUT/msrun_logs"

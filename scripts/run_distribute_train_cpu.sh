@@ -6,10 +6,9 @@
 source "$(dirname "$0")/common.sh"
 USAGE="usage: bash scripts/run_distribute_train_cpu.sh DEVICE_NUM --task_name TASK --teacher_model CKPT --data_dir DIR --output_dir OUT [train.py flags]"
 DEVICE_NUM="${1:-}"
-if ! [[ "$DEVICE_NUM" =~ ^[0-9]+$ ]] || [ "$DEVICE_NUM" -lt 1 ]; then echo -e "error: DEVICE_NUM must be a positive integer\n$USAGE" >&2; exit 2; fi
+check_device_num "$USAGE" "$DEVICE_NUM"
 shift
-OUT="$(flag_value output_dir "$@")"
-[ -n "$OUT" ] || { echo -e "error: missing --output_dir\n$USAGE" >&2; exit 2; }
+OUT="$(require_output_dir "$USAGE" "$@")" || exit 2
 mkdir -p "$OUT/msrun_logs"
 MSRUN="$(dirname "$PYTHON")/msrun"; [ -x "$MSRUN" ] || MSRUN=msrun
 # msrun starts workers with the python on PATH: put the interpreter's folder first

@@ -73,6 +73,8 @@ def add_train_args(ap: argparse.ArgumentParser, lr: float, epochs: float) -> Non
     ap.add_argument("--stop_after", type=int, default=0,
                     help="stop after N steps as if interrupted (to exercise --resume)")
     ap.add_argument("--overwrite", action="store_true", help="replace a run in --output_dir")
+    ap.add_argument("--distribute", action="store_true",
+                    help="data parallel over the ranks of a launcher (scripts/run_distribute_train_*.sh)")
 
 
 def add_quant_args(ap: argparse.ArgumentParser) -> None:
@@ -127,3 +129,13 @@ def train_config(args, max_seq_length: int) -> TrainConfig:
 def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size", "stop_after")) -> dict:
     """What makes two invocations the same run (for refusing to mix runs in one folder)."""
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
+
+
+def run_main(main, name: str) -> int:
+    """Run an entry point; bad input ends with one clear error line and exit code 2."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        logging.getLogger(name).error("%s", e)
+        return 2
+    return 0

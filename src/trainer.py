@@ -25,7 +25,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from .checkpoint import atomic_save_checkpoint, save_network
+from .checkpoint import atomic_save_checkpoint, load_into, named_params, read_checkpoint, save_network
 from .config import RunConfig, TrainConfig, atomic_write_text
 from .dataset import create_dataset, dataset_size
 from .metrics import compute_metrics
@@ -62,12 +62,18 @@ def prepare_output_dir(output_dir: str, identity: dict, resume: bool, overwrite:
     atomic_write_text(path, json.dumps(identity, indent=2, sort_keys=True) + "\n")
 
 
+_EVAL_VIEWS = {}
+
+
 def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: str,
              max_seq_length: int = None, split: str = "dev") -> dict:
     """Metrics of ``net`` (a BertForSequenceClassification) on a whole split, no example dropped."""
     was_training = net.training
     net.set_train(False)
-    fwd = LogitsOnly(net)
+    # one evaluation view per network: a new cell would be compiled again at every evaluation
+    fwd = _EVAL_VIEWS.get(id(net))
+    if fwd is None or fwd.net is not net:
+        fwd = _EVAL_VIEWS[id(net)] = LogitsOnly(net)
     data = create_dataset(records_dir, split, task, batch_size, dataset_type, training=False,
                           max_seq_length=max_seq_length)
     logits, labels = [], []
@@ -126,13 +132,7 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
         with open(os.path.join(out, "state.json")) as f:
             state = json.load(f)
         path = os.path.join(out, "train_state.ckpt")
-        params = ms.load_checkpoint(path)
-        names = {p.name for p in spec.train_cell.get_parameters()}
-        if set(params) != names:
-            raise ValueError(f"{path} does not hold this run's train state (missing "
-                             f"{sorted(names - set(params))[:5]}, unexpected "
-                             f"{sorted(set(params) - names)[:5]})")
-        ms.load_param_into_net(spec.train_cell, params, strict_load=True)
+        load_into(spec.train_cell, read_checkpoint(path), source=path)
         logger.info("resumed at step %d of %d (best %s)", state["step"], total, state["best"])
     spec.train_cell.set_train(True)
     step = state["step"]
@@ -198,7 +198,35 @@ def _evaluate_and_save(spec: LoopSpec, state: dict, step: int, epoch: int, loss:
         _write_json(os.path.join(out, "metrics.json"), state["history"])
         state["step"] = step
         save_network(spec.network, os.path.join(out, "last.ckpt"), spec.run)
-        atomic_save_checkpoint(spec.train_cell, os.path.join(out, "train_state.ckpt"))
+        # names by path inside the train cell: stable however often the network is wrapped
+        atomic_save_checkpoint([{"name": n, "data": p} for n, p in named_params(spec.train_cell).items()],
+                               os.path.join(out, "train_state.ckpt"))
         _write_json(os.path.join(out, "state.json"), state)
     else:
         state["step"] = step
+
+
+def start_run(args):
+    """Device context, data-parallel init and the records check that train.py and finetune.py
+    share. Returns (rank, group_size, TrainConfig)."""
+    from . import cli
+    from .dataset import check_records
+    from .distributed import init_distributed
+    set_context(args.device_target, args.device_id, args.mode)
+    rank, group = init_distributed(args.distribute)
+    meta = check_records(args.data_dir, args.task_name, args.max_seq_length)
+    return rank, group, cli.train_config(args, meta["max_seq_length"])
+
+
+def train_and_report(args, cell, network, run: RunConfig, rank: int, group: int, log_name: str) -> dict:
+    """Prepare the output folder (once every input was checked), run fit(), log the result."""
+    from . import cli
+    if rank == 0:
+        prepare_output_dir(args.output_dir, cli.run_identity(args), args.resume, args.overwrite)
+        cli.log_to_file(os.path.join(args.output_dir, log_name))
+    state = fit(LoopSpec(cell, network, run, run.train, args.data_dir, args.dataset_type, args.output_dir,
+                         args.eval_batch_size, rank, group), resume=args.resume, stop_after=args.stop_after)
+    if rank == 0 and state["best"] is not None:
+        logger.info("done: best %s %.5f at step %s -> %s", run.task, state["best"], state["best_step"],
+                    os.path.join(args.output_dir, "best.ckpt"))
+    return state

@@ -190,3 +190,18 @@ def test_metrics_against_hand_computed_values():
     assert m["select"] == pytest.approx((m["pearson"] + m["spearman"]) / 2)
     m = compute_metrics("mrpc", np.eye(2)[pred], gold)
     assert m["select"] == m["f1"] and m["acc"] == pytest.approx(4 / 6)
+
+
+def test_qqp_and_mnli_layouts(tmp_path):
+    """No QQP/MNLI files here: synthetic rows in the real column layouts."""
+    qqp = _write(tmp_path / "QQP" / "train.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+                                                  "7\t1\t2\tHow?\tWhy?\t1\n")
+    ex = read_examples(str(qqp), get_task("qqp"))
+    assert (ex[0].text_a, ex[0].text_b, ex[0].label) == ("How?", "Why?", 1.0)
+    head = ["index", "promptID", "pairID", "genre", "s1b", "s2b", "s1p", "s2p", "sentence1", "sentence2"]
+    dev = head + ["label1", "label2", "label3", "label4", "label5", "gold_label"]
+    row = ["0", "1", "2", "g", "x", "x", "x", "x", "A man.", "A person."] + ["neutral"] * 5 + ["contradiction"]
+    mnli = _write(tmp_path / "MNLI" / "dev_mismatched.tsv", "\t".join(dev) + "\n" + "\t".join(row) + "\n")
+    ex = read_examples(str(mnli), get_task("mnli-mm"))
+    assert (ex[0].text_a, ex[0].text_b, ex[0].label) == ("A man.", "A person.", 0.0)  # contradiction = 0
+    assert get_task("MNLI").dev_file == "dev_matched.tsv"
