@@ -81,6 +81,7 @@ def main(argv=None):
            "device_target": args.device_target, "machine": f"{platform.machine()}, "
            f"{os.cpu_count()} cores", "warmup_steps": args.warmup, "timed_steps": args.steps,
            "commit": commit, "command": "python " + " ".join(sys.argv),
+           "load_average_1_5_15_at_end": os.getloadavg(),
            "pytorch_original_samples_per_s": {"128": 10.1, "64": 19.7},
            "results": results}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

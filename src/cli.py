@@ -135,7 +135,7 @@ def run_main(main, name: str) -> int:
     """Run an entry point; bad input ends with one clear error line and exit code 2."""
     try:
         main()
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError) as e:
         logging.getLogger(name).error("%s", e)
         return 2
     return 0

@@ -136,7 +136,7 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
         logger.info("resumed at step %d of %d (best %s)", state["step"], total, state["best"])
     spec.train_cell.set_train(True)
     step = state["step"]
-    t_start = time.time()
+    train_time = 0.0  # seconds in training steps only (evaluations excluded)
     seen = 0
     loss_sum, loss_n = 0.0, 0
     while step < total:
@@ -150,7 +150,9 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
         if skip:
             data = data.skip(skip)
         for batch in data.create_tuple_iterator(num_epochs=1):
+            t0 = time.perf_counter()
             loss = float(spec.train_cell(*batch).asnumpy())
+            train_time += time.perf_counter() - t0
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at step {step + 1}; lower the learning "
                                          f"rate (the last good state is {out}/train_state.ckpt)")
@@ -159,15 +161,14 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
             loss_sum += loss
             loss_n += 1
             if main_rank and (step % log_every == 0 or step == total):
-                el = time.time() - t_start
-                rate = seen / el
+                rate = seen / max(train_time, 1e-9)
                 eta = (total - step) * t.batch_size / max(rate, 1e-9)
                 logger.info("epoch %d step %d/%d loss %.5f %.1f samples/s ETA %s", epoch + 1,
                             step, total, loss_sum / loss_n, rate * spec.group_size,
                             time.strftime("%H:%M:%S", time.gmtime(eta)))
             if step % eval_every == 0 or step == total or step % per_epoch == 0:
                 _evaluate_and_save(spec, state, step, epoch, loss_sum / max(loss_n, 1),
-                                   seen * spec.group_size / max(time.time() - t_start, 1e-9))
+                                   seen * spec.group_size / max(train_time, 1e-9))
                 loss_sum, loss_n = 0.0, 0
                 spec.train_cell.set_train(True)
             if step >= total or step % per_epoch == 0 or step == stop_after:

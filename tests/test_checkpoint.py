@@ -115,7 +115,7 @@ def _teacher_metric(tmp_path, task, max_len):
     convert(task, GLUE, os.path.join(folder, "vocab.txt"), str(tmp_path / "data"), max_len, splits=("dev",),
             progress=False)
     net, _ = load_network(str(tmp_path / "t.ckpt"))
-    return evaluate(net, str(tmp_path / "data"), task, 100, "mindrecord")
+    return evaluate(net, str(tmp_path / "data"), task, 32, "mindrecord")
 
 
 @pytest.mark.slow
