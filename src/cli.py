@@ -55,7 +55,7 @@ def add_data_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max_seq_length", type=int, default=None,
                     help="optional check: the records must have been converted at this length")
     ap.add_argument("--dataset_type", default="mindrecord", choices=["mindrecord", "tfrecord"])
-    ap.add_argument("--eval_batch_size", type=int, default=64)
+    ap.add_argument("--eval_batch_size", type=int, default=32)
 
 
 def add_train_args(ap: argparse.ArgumentParser, lr: float, epochs: float) -> None:
