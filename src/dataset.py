@@ -60,8 +60,10 @@ def create_dataset(records_dir: str, split: str, task_name: str, batch_size: int
         raise ValueError(f"shard_id {shard_id} is not in [0, {num_shards})")
     shard = dict(num_shards=num_shards, shard_id=shard_id) if num_shards > 1 else {}
     ds.config.set_seed(seed)
+    # Both readers go in file order; training order comes from one seeded full-size shuffle
+    # buffer after them, so MindRecord and TFRecord give the same batches in training too.
     if dataset_type == "mindrecord":
-        data = ds.MindDataset(path, columns_list=list(FEATURES), shuffle=training, **shard)
+        data = ds.MindDataset(path, columns_list=list(FEATURES), shuffle=False, **shard)
     else:
         seq = meta["max_seq_length"]
         schema = ds.Schema()
@@ -72,7 +74,9 @@ def create_dataset(records_dir: str, split: str, task_name: str, batch_size: int
         if shard:
             shard["shard_equal_rows"] = True
         data = ds.TFRecordDataset(path, schema=schema, columns_list=list(FEATURES),
-                                  shuffle=ds.Shuffle.GLOBAL if training else False, **shard)
+                                  shuffle=False, **shard)
+    if training:
+        data = data.shuffle(buffer_size=max(int(meta["splits"][split]["examples"]), 2))
     label_type = ms.float32 if spec.is_regression else ms.int32
     data = data.map(operations=[_squeeze_label, TypeCast(label_type)], input_columns="label_ids")
     return data.batch(batch_size, drop_remainder=training)

@@ -87,9 +87,13 @@ def test_mindrecord_and_tfrecord_give_identical_batches(tmp_path):
         for training in (False, True):
             got = {}
             for fmt in ("mindrecord", "tfrecord"):
-                data = create_dataset(str(out), "train", task, 8, fmt, training=False)
+                data = create_dataset(str(out), "train", task, 8, fmt, training=training, seed=3)
                 got[fmt] = [{k: v for k, v in b.items()} for b in data.create_dict_iterator(output_numpy=True)]
             assert len(got["mindrecord"]) == len(got["tfrecord"]) == 5
+            if training:  # shuffled: not the file order
+                plain = next(create_dataset(str(out), "train", task, 8, "mindrecord").create_dict_iterator(
+                    output_numpy=True))
+                assert not (plain["input_ids"] == got["mindrecord"][0]["input_ids"]).all()
             for a, b in zip(got["mindrecord"], got["tfrecord"]):
                 for k in a:
                     assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
