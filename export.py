@@ -35,6 +35,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging()
+    import numpy as np
     import mindspore as ms
     from src.checkpoint import load_network
     from src.tinybert_model import LogitsOnly
@@ -50,7 +51,7 @@ def main(argv=None):
         if None in shape:
             inputs = [ms.Tensor(shape=shape, dtype=ms.int32) for _ in range(3)]
         else:
-            inputs = [ms.Tensor(ms.numpy.zeros(shape, ms.int32)) for _ in range(3)]
+            inputs = [ms.Tensor(np.zeros(shape, np.int32)) for _ in range(3)]
         ms.export(LogitsOnly(net), *inputs, file_name=args.output, file_format=args.file_format)
         written.append(args.output + "." + args.file_format.lower())
     if args.packed:

@@ -142,3 +142,17 @@ def test_corrupt_truncated_foreign_files_are_refused(tmp_path, graph):
         f.write(b"NOTAPACKEDFILE" * 10)
     with pytest.raises(PackedFileError, match="magic"):
         load_packed(ckpt)
+
+
+def test_export_py_static_shapes_and_packed(tmp_path, graph):
+    import export
+    _student(tmp_path, QuantConfig(), np.random.RandomState(4))
+    written = export.main(["--checkpoint", str(tmp_path / "s.ckpt"), "--output", str(tmp_path / "e"),
+                           "--batch_size", "2", "--seq_length", "9", "--packed"])
+    assert written == [str(tmp_path / "e.mindir"), str(tmp_path / "e.tbq")]
+    cell = ms.nn.GraphCell(ms.load(str(tmp_path / "e.mindir")))
+    ids, mask, seg = tiny_batch(np.random.RandomState(5), b=2, s=9)
+    net, _ = load_network(str(tmp_path / "s.ckpt"))
+    net.set_train(False)
+    np.testing.assert_allclose(cell(T(ids), T(mask), T(seg)).asnumpy(),
+                               LogitsOnly(net)(T(ids), T(mask), T(seg)).asnumpy(), rtol=1e-6, atol=1e-6)
