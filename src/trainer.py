@@ -38,7 +38,16 @@ def set_context(device_target: str, device_id: int = 0, mode: str = "graph") -> 
     if device_target not in ("CPU", "GPU", "Ascend"):
         raise ValueError(f"--device_target must be CPU, GPU or Ascend, got {device_target!r}")
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
-    ms.set_device(device_target, device_id)
+    try:
+        ms.set_device(device_target, device_id)
+    except RuntimeError:
+        # The device can be chosen only before the first kernel runs. A caller that already ran
+        # kernels in this process (a test, a notebook calling main() twice) keeps its device
+        # when it is the one asked for; a different one is an error, never a silent switch.
+        current = (ms.get_context("device_target"), ms.get_context("device_id"))
+        if current != (device_target, device_id):
+            raise RuntimeError(f"this process already runs on {current[0]}:{current[1]}; "
+                               f"cannot switch to {device_target}:{device_id}") from None
 
 
 def prepare_output_dir(output_dir: str, identity: dict, resume: bool, overwrite: bool) -> None:
