@@ -22,7 +22,6 @@ from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 from .config import DistillConfig, QuantConfig, TrainConfig
 from .tinybert_model import QuantDense, QuantEmbedding
 
-MASKED_SCORE = -100.0  # scores at or below this are padding (additive mask -10000)
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> Tuple[List[int], List[int]]:
@@ -45,9 +44,21 @@ def soft_cross_entropy(student_logits, teacher_logits):
     return (-ops.softmax(teacher_logits, axis=-1) * ops.log_softmax(student_logits, axis=-1)).mean()
 
 
-def masked_scores(scores):
-    """Zero the padded (additively masked) entries so they do not dominate the MSE."""
-    return ops.select(scores <= MASKED_SCORE, ops.zeros_like(scores), scores)
+def mse(a, b):
+    """mean((a - b)^2). Rows first, then the row sums: on CPU a two-stage reduction is several
+    times faster than one full reduction, and Square is cheaper than the Pow of ops.mse_loss."""
+    d = a - b
+    return ops.square(d).sum(axis=-1).sum() / d.size
+
+
+def masked_score_mse(s_scores, t_scores, key_keep):
+    """MSE of attention scores [B, nh, S, S] with the padded key columns zeroed in both.
+
+    Padded columns hold raw + (-10000): left in, they would dominate the loss. key_keep
+    [B, 1, 1, S] is 1 for real tokens, 0 for padding; (s - t) * 0 is exactly the zeroed entry.
+    """
+    d = (s_scores - t_scores) * key_keep
+    return ops.square(d).sum(axis=-1).sum() / d.size
 
 
 class DistillLoss(nn.Cell):
@@ -82,19 +93,19 @@ class DistillLoss(nn.Cell):
         if d.hidden_weight > 0:
             h = 0.0
             for i, j in enumerate(self.hidden_map):
-                h = h + ops.mse_loss(s_hidden[i], ops.stop_gradient(t_hidden[j]))
+                h = h + mse(s_hidden[i], ops.stop_gradient(t_hidden[j]))
             loss = loss + d.hidden_weight * h
         if d.attention_weight > 0:
             a = 0.0
+            key_keep = input_mask.astype(ms.float32).reshape(input_mask.shape[0], 1, 1, -1)
             for i, j in enumerate(self.attn_map):
-                a = a + ops.mse_loss(masked_scores(s_scores[i]),
-                                     masked_scores(ops.stop_gradient(t_scores[j])))
+                a = a + masked_score_mse(s_scores[i], ops.stop_gradient(t_scores[j]), key_keep)
             loss = loss + d.attention_weight * a
         if d.pred_weight > 0:
             if self.regression:
                 target = t_logits if d.regression_target == "teacher" else \
                     label_ids.astype(ms.float32).reshape(-1, 1)
-                p = ops.mse_loss(s_logits, target)
+                p = mse(s_logits, target)
             else:
                 p = soft_cross_entropy(s_logits, t_logits)
             loss = loss + d.pred_weight * p

@@ -139,16 +139,17 @@ def fake_quant_symmetric(x, clip: float, bits: int = 8, bounded: bool = False):
         # max|clip(x)| = min(max|x|, c): one reduction, no clipped temporary needed for it
         m = ops.minimum(global_max(ops.abs(x)), clip)
         xc = ops.clamp(x, -clip, clip)
-    s = levels / ops.maximum(m, 1e-30)
-    return ops.round(xc * s) / s
+    m = ops.maximum(m, 1e-30)
+    # scalar reciprocals, then multiplies: a broadcast Div over the tensor is ~2x a Mul on CPU
+    return ops.round(xc * (levels / m)) * (m / levels)
 
 
 def fake_quant_asymmetric(x, lo, hi, bits: int = 8):
     """Min-max fake-quant on [lo, hi]: s = (hi - lo)/255, q = round((x - lo)/s) s + lo."""
     levels = float(2 ** bits - 1)
-    s = ops.maximum(hi - lo, 1e-30) / levels
+    r = ops.maximum(hi - lo, 1e-30)
     xc = ops.clip_by_value(x, lo, hi)
-    return ops.round((xc - lo) / s) * s + lo
+    return ops.round((xc - lo) * (levels / r)) * (r / levels) + lo
 
 
 class _ActSTE(nn.Cell):
