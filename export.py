@@ -7,6 +7,7 @@ as evaluation does; inputs are (input_ids, input_mask, segment_ids) int32 [batch
 dynamic batch and sequence length unless --batch_size/--seq_length fix them.
 """
 import argparse
+import json
 import logging
 import os
 import sys
@@ -43,6 +44,7 @@ def main(argv=None):
     set_context(args.device_target, args.device_id, "graph")
     net, run = load_network(args.checkpoint)
     net.set_train(False)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     written = []
     if args.file_format != "NONE":
         if args.file_format == "AIR" and args.device_target != "Ascend":
@@ -55,11 +57,15 @@ def main(argv=None):
         ms.export(LogitsOnly(net), *inputs, file_name=args.output, file_format=args.file_format)
         written.append(args.output + "." + args.file_format.lower())
     if args.packed:
+        from src.config import atomic_write_text
         from src.packing import save_packed, size_report
         path = args.output + ".tbq"
         save_packed(net, run, path, side_dtype=args.side_dtype)
         written.append(path)
-        logger.info("%s", size_report(net, path))
+        report = size_report(net, path)
+        atomic_write_text(args.output + ".size.json", json.dumps(report, indent=2) + "\n")
+        written.append(args.output + ".size.json")
+        logger.info("%s", report)
     for p in written:
         logger.info("wrote %s (%.2f MB)", p, os.path.getsize(p) / 1e6)
     return written

@@ -143,6 +143,7 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
         path = os.path.join(out, "train_state.ckpt")
         load_into(spec.train_cell, read_checkpoint(path), source=path)
         logger.info("resumed at step %d of %d (best %s)", state["step"], total, state["best"])
+    state["total_steps"] = total  # step == total_steps in state.json: the run is complete
     spec.train_cell.set_train(True)
     step = state["step"]
     train_time = 0.0  # seconds in training steps only (evaluations excluded)

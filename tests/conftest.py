@@ -59,3 +59,24 @@ def randomize(net, rng, scale=0.5):
         else:
             v = scale * rng.randn(*shape)
         p.set_data(ms.Tensor(v.astype(np.float32)))
+
+
+def minilm_slice(folder, layers=2):
+    """The first ``layers`` layers of all-MiniLM-L6-v2 (the package) as a Hugging Face folder:
+    a small real backbone for end-to-end tests."""
+    import json
+    from safetensors.numpy import load_file, save_file
+    from src.checkpoint import default_backbone_dir
+    src = default_backbone_dir()
+    tensors = {k: v for k, v in load_file(os.path.join(src, "model.safetensors")).items()
+               if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < layers}
+    os.makedirs(folder, exist_ok=True)
+    save_file(tensors, os.path.join(folder, "model.safetensors"))
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["num_hidden_layers"] = layers
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with open(os.path.join(src, "vocab.txt"), "rb") as f, open(os.path.join(folder, "vocab.txt"), "wb") as g:
+        g.write(f.read())
+    return folder

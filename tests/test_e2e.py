@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import GLUE, ROOT
+from conftest import GLUE, ROOT, minilm_slice
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(GLUE), reason="../shared/data/glue not present")
 
@@ -23,20 +23,9 @@ def run(*args, ok=True):
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A 2-layer slice of all-MiniLM-L6-v2 as a Hugging Face folder, imported; STS-B records."""
-    from safetensors.numpy import load_file, save_file
-    from src.checkpoint import default_backbone_dir
     d = tmp_path_factory.mktemp("e2e")
-    src = default_backbone_dir()
-    tensors = {k: v for k, v in load_file(os.path.join(src, "model.safetensors")).items()
-               if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < 2}
-    hf = d / "minilm2"
-    hf.mkdir()
-    save_file(tensors, str(hf / "model.safetensors"))
-    cfg = json.load(open(os.path.join(src, "config.json")))
-    cfg["num_hidden_layers"] = 2
-    json.dump(cfg, open(hf / "config.json", "w"))
-    (hf / "vocab.txt").write_bytes(open(os.path.join(src, "vocab.txt"), "rb").read())
-    run("scripts/import_hf.py", "--hf_dir", str(hf), "--task_name", "sts-b", "--output", str(d / "bb" / "bb.ckpt"))
+    hf = minilm_slice(str(d / "minilm2"))
+    run("scripts/import_hf.py", "--hf_dir", hf, "--task_name", "sts-b", "--output", str(d / "bb" / "bb.ckpt"))
     run("scripts/convert_glue.py", "--task_name", "sts-b", "--data_dir", GLUE, "--vocab_file", str(d / "bb" / "vocab.txt"),
         "--output_dir", str(d / "data"), "--max_seq_length", "32", "--limit", "64")
     return d

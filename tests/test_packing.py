@@ -149,7 +149,9 @@ def test_export_py_static_shapes_and_packed(tmp_path, graph):
     _student(tmp_path, QuantConfig(), np.random.RandomState(4))
     written = export.main(["--checkpoint", str(tmp_path / "s.ckpt"), "--output", str(tmp_path / "e"),
                            "--batch_size", "2", "--seq_length", "9", "--packed"])
-    assert written == [str(tmp_path / "e.mindir"), str(tmp_path / "e.tbq")]
+    assert written == [str(tmp_path / "e.mindir"), str(tmp_path / "e.tbq"), str(tmp_path / "e.size.json")]
+    size = json.load(open(tmp_path / "e.size.json"))
+    assert size["packed_bytes"] == os.path.getsize(tmp_path / "e.tbq")
     cell = ms.nn.GraphCell(ms.load(str(tmp_path / "e.mindir")))
     ids, mask, seg = tiny_batch(np.random.RandomState(5), b=2, s=9)
     net, _ = load_network(str(tmp_path / "s.ckpt"))

@@ -1,0 +1,341 @@
+"""Benchmark runner: teacher -> ternary student -> measured row, for tasks x recipes x seeds.
+
+    python benchmarks/run_recipes.py --tasks sts-b mrpc --recipes 2-2-8 2-2-8-lat 8-8-8 \
+        --glue_dir ../shared/data/glue --teachers_dir ../shared/models/teachers
+    python benchmarks/run_recipes.py --render      # README table + size-vs-metric plot
+
+For every task it converts the GLUE files once, takes the teacher from
+``--teachers_dir/<task>`` (a Hugging Face folder, imported) or else fine-tunes one from the
+backbone with the recipe of ../shared/models/README.md, and evaluates the teacher on the full
+dev set. For every (recipe, seed) it distils with train.py, exports the packed file of the best
+student, and appends ONE line to ``--results`` (JSON lines) once the run has finished: task,
+recipe, flags, teacher and student metrics (best and final), epochs, lr, wall time, samples/s,
+packed size, commit. Every step runs the project's own entry points in a subprocess (the same
+commands a user types), and every step is resumable: an interrupted runner started again
+skips the rows it has, resumes a half-done run with --resume, and re-uses finished teachers.
+
+``--render`` rewrites the table between the ``recipes`` markers of README.md from every row in
+the results file (mean and spread over seeds) and draws benchmarks/results/size_vs_metric.svg
+(model size against dev metric per task, like Figure 1 of the paper).
+"""
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+logger = logging.getLogger("recipes")
+
+# name -> (train.py flags, what it is). "2-2-8" is the product's default recipe.
+RECIPES = {
+    "2-2-8": ([], "2-2-8 TWN, row-wise embedding, symmetric 8-bit activations (default)"),
+    "2-2-8-lat": (["--ternarizer", "lat"], "2-2-8 with loss-aware ternarization"),
+    "2-2-8-layer-emb": (["--embedding_granularity", "layer"], "2-2-8, one scale for the whole word embedding"),
+    "2-2-8-ema": (["--act_mode", "asymmetric_ema"], "2-2-8, asymmetric EMA activation ranges"),
+    "2-2-8-no-ste-mask": (["--no_ste_mask"], "2-2-8, STE passes gradients outside the clip"),
+    "2-2-8-no-attn": (["--attention_weight", "0"], "ablation: no attention-score term"),
+    "2-2-8-no-kd": (["--hidden_weight", "0", "--attention_weight", "0", "--pred_weight", "0",
+                     "--label_weight", "1"], "ablation: no distillation, gold labels only"),
+    "8-8-8": (["--weight_bits", "8", "--embedding_bits", "8"], "8-bit weights, embedding and activations"),
+}
+
+# Headline metric of each task (the one the paper and issue tables report).
+HEADLINE = {"sts-b": "pearson", "mrpc": "f1", "sst-2": "acc", "rte": "acc", "cola": "mcc", "qnli": "acc",
+            "wnli": "acc", "qqp": "f1", "mnli": "acc", "mnli-mm": "acc"}
+
+# What the PyTorch original TernaryBERT reaches from the same teachers (2-2-8, best dev value of
+# its periodic evaluations, learning rates swept; ../shared/models/README.md): best of the sweep.
+PYTORCH_ORIGINAL = {"sts-b": (0.8308, "lr 1e-4"), "mrpc": (0.8257, "lr 2e-5"), "sst-2": (0.8830, "1 epoch"),
+                    "rte": (0.5668, "lr 5e-5"), "cola": (0.2106, "lr 5e-5")}
+
+# Teacher fine-tuning recipe of ../shared/models/README.md (AdamW 5e-5, batch 32, 5 epochs;
+# SST-2 3 epochs at length 64).
+TEACHER_EPOCHS = {"sst-2": 3}
+MAX_LEN = {"sst-2": 64}
+
+BEGIN, END = "<!-- recipes:begin -->", "<!-- recipes:end -->"
+
+
+def run(cmd, log_path):
+    """Run one entry point, its output appended to log_path; a failure stops the runner."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    logger.info("$ %s", " ".join(cmd))
+    env = dict(os.environ, GLOG_v=os.environ.get("GLOG_v", "3"))
+    with open(log_path, "a") as log:
+        code = subprocess.call([sys.executable] + cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if code != 0:
+        raise RuntimeError(f"{cmd[0]} failed with exit code {code}; see {log_path}")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def finished(run_dir):
+    """True when train.py / finetune.py ran to its last step in run_dir."""
+    path = os.path.join(run_dir, "state.json")
+    if not os.path.isfile(path):
+        return False
+    state = read_json(path)
+    return "total_steps" in state and state["step"] >= state["total_steps"]
+
+
+def train_cmd(entry, run_dir, extra):
+    """The command that starts, resumes or (when done) skips a training run."""
+    if finished(run_dir):
+        return None
+    resume = ["--resume"] if os.path.isfile(os.path.join(run_dir, "state.json")) else []
+    return [entry, "--output_dir", run_dir] + extra + resume
+
+
+def commit():
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def load_rows(path):
+    rows = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{n}: not a JSON line ({e})") from None
+    return rows
+
+
+def append_row(path, row):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def row_key(task, recipe, seed, lr, epochs):
+    return (task, recipe, int(seed), float(lr), float(epochs))
+
+
+def prepare_task(args, task):
+    """Records and an evaluated teacher for one task -> (records dir, teacher ckpt, teacher metrics)."""
+    tdir = os.path.join(args.work_dir, task)
+    log = os.path.join(tdir, "runner.log")
+    max_len = args.max_seq_length or MAX_LEN.get(task, 128)
+    backbone = os.path.join(tdir, "backbone", "backbone.ckpt")
+    if not os.path.isfile(backbone):
+        run(["scripts/import_hf.py", "--task_name", task, "--output", backbone]
+            + (["--hf_dir", args.backbone] if args.backbone else []), log)
+    data = os.path.join(tdir, f"data-{max_len}")
+    if not os.path.isfile(os.path.join(data, "meta.json")):
+        run(["scripts/convert_glue.py", "--task_name", task, "--data_dir", args.glue_dir, "--vocab_file",
+             os.path.join(tdir, "backbone", "vocab.txt"), "--output_dir", data, "--max_seq_length", str(max_len)]
+            + (["--limit", str(args.limit)] if args.limit else []), log)
+    hf = os.path.join(args.teachers_dir, task) if args.teachers_dir else None
+    if hf and os.path.isfile(os.path.join(hf, "config.json")):
+        teacher, source = os.path.join(tdir, "teacher", "teacher.ckpt"), f"imported {hf}"
+        if not os.path.isfile(teacher):
+            run(["scripts/import_hf.py", "--hf_dir", hf, "--task_name", task, "--output", teacher], log)
+    else:
+        ft = os.path.join(tdir, "teacher-ft")
+        epochs = args.teacher_epochs or TEACHER_EPOCHS.get(task, 5)
+        source = f"fine-tuned here: {epochs} epochs, lr 5e-5, batch 32, length {max_len}"
+        cmd = train_cmd("finetune.py", ft, ["--task_name", task, "--model", backbone, "--data_dir", data,
+                                            "--learning_rate", "5e-5", "--epoch_size", str(epochs)]
+                        + (["--max_steps", str(args.max_steps)] if args.max_steps else []))
+        if cmd:
+            run(cmd, log)
+        teacher = os.path.join(ft, "best.ckpt")
+    metrics = teacher[:-len(".ckpt")] + ".eval.json"
+    if not os.path.isfile(metrics):
+        run(["eval.py", "--checkpoint", teacher, "--data_dir", data, "--output_file", metrics], log)
+    return data, teacher, dict(read_json(metrics), source=source)
+
+
+def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
+    """One distillation run, its packed export, and its results row."""
+    flags, _ = RECIPES[recipe]
+    run_dir = os.path.join(args.work_dir, task, f"{recipe}-lr{args.learning_rate:g}-e{args.epoch_size:g}-s{seed}")
+    log = os.path.join(args.work_dir, task, "runner.log")
+    cmd = train_cmd("train.py", run_dir, ["--task_name", task, "--teacher_model", teacher, "--data_dir", data,
+                                          "--learning_rate", str(args.learning_rate), "--epoch_size",
+                                          str(args.epoch_size), "--seed", str(seed)] + flags
+                    + (["--max_steps", str(args.max_steps)] if args.max_steps else []))
+    t0 = time.time()
+    if cmd:
+        run(cmd, log)
+    packed = os.path.join(run_dir, "export", "best")
+    if not os.path.isfile(packed + ".size.json"):
+        run(["export.py", "--checkpoint", os.path.join(run_dir, "best.ckpt"), "--output", packed,
+             "--file_format", "NONE", "--packed"], log)
+    hist = read_json(os.path.join(run_dir, "metrics.json"))
+    best = max(hist, key=lambda r: r["select"])
+    head = HEADLINE.get(task, "select")
+    size = read_json(packed + ".size.json")
+    speeds = [r["samples_per_s"] for r in hist if r.get("samples_per_s")]
+    return {"task": task, "recipe": recipe, "seed": seed, "learning_rate": args.learning_rate,
+            "epochs": args.epoch_size, "metric": head, "teacher": teacher_metrics[head],
+            "teacher_source": teacher_metrics["source"], "best": best[head], "best_step": best["step"],
+            "final": hist[-1][head], "best_metrics": best, "evaluations": len(hist),
+            "fp32_MB": size["fp32_MB"], "packed_MB": size["packed_MB"],
+            "samples_per_s": statistics.median(speeds) if speeds else None,
+            "runner_wall_s": round(time.time() - t0, 1), "train_flags": flags,
+            "max_steps": args.max_steps or None, "examples_limit": args.limit or None,
+            "commit": commit(), "machine": f"{os.cpu_count()} cores, {args.device_note}"}
+
+
+# ---------------------------------------------------------------- rendering
+
+def _fmt(values):
+    """'84.99' for one value, '84.12 ± 0.40 (3)' (mean ± sample std, n) for several; in points."""
+    pts = [100 * v for v in values]
+    if len(pts) == 1:
+        return f"{pts[0]:.2f}"
+    return f"{statistics.mean(pts):.2f} ± {statistics.stdev(pts):.2f} ({len(pts)})"
+
+
+def group_rows(rows):
+    groups = {}
+    for r in rows:
+        if r.get("max_steps") or r.get("examples_limit"):
+            continue  # smoke runs never reach the results table
+        groups.setdefault((r["task"], r["recipe"], r["learning_rate"], r["epochs"]), []).append(r)
+    return groups
+
+
+def render_table(rows):
+    lines = ["| task (metric) | recipe | lr, epochs | teacher | student best | gap | PyTorch original | "
+             "within 1.0 | packed MB | seeds |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (task, recipe, lr, ep), rs in sorted(group_rows(rows).items()):
+        teacher = statistics.mean(r["teacher"] for r in rs)
+        best = [r["best"] for r in rs]
+        gap = 100 * (teacher - statistics.mean(best))
+        ref = PYTORCH_ORIGINAL.get(task)
+        ref_s = f"{100 * ref[0]:.2f} ({ref[1]})" if ref and recipe == "2-2-8" else "—"
+        lines.append(f"| {task} ({rs[0]['metric']}) | {recipe} | {lr:g}, {ep:g} | {100 * teacher:.2f} | "
+                     f"{_fmt(best)} | {gap:+.2f} | {ref_s} | {'yes' if gap <= 1.0 else '**no**'} | "
+                     f"{statistics.mean(r['packed_MB'] for r in rs):.2f} | {', '.join(str(r['seed']) for r in rs)} |")
+    return "\n".join(lines)
+
+
+def render_svg(rows, path):
+    """Small multiples, one panel per task: x = model size (MB, log scale), y = dev metric."""
+    import math
+    groups = group_rows(rows)
+    tasks = sorted({k[0] for k in groups})
+    if not tasks:
+        return None
+    w, h, pad = 330, 250, 45
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * len(tasks)}" height="{h}" '
+             f'font-family="sans-serif" font-size="10">']
+    for i, task in enumerate(tasks):
+        pts = [("fp32 teacher", rs[0]["fp32_MB"], statistics.mean(r["teacher"] for r in rs))
+               for k, rs in groups.items() if k[0] == task][:1]
+        pts += [(k[1], statistics.mean(r["packed_MB"] for r in rs), statistics.mean(r["best"] for r in rs))
+                for k, rs in sorted(groups.items()) if k[0] == task]
+        xs = [math.log10(p[1]) for p in pts]
+        ys = [p[2] for p in pts]
+        x0, x1 = min(xs) - 0.1, max(xs) + 0.1
+        y0, y1 = min(ys) - 0.01, max(ys) + 0.01
+        ox = i * w
+
+        def sx(v):
+            return ox + pad + (v - x0) / (x1 - x0) * (w - 2 * pad)
+
+        def sy(v):
+            return h - pad + (y0 - v) / (y1 - y0) * (h - 2 * pad)
+
+        metric = next(rs[0]["metric"] for k, rs in groups.items() if k[0] == task)
+        parts.append(f'<text x="{ox + w / 2}" y="14" text-anchor="middle" font-size="12">{task} ({metric})</text>')
+        parts.append(f'<rect x="{ox + pad}" y="{pad}" width="{w - 2 * pad}" height="{h - 2 * pad}" '
+                     f'fill="none" stroke="#999"/>')
+        parts.append(f'<text x="{ox + w / 2}" y="{h - 8}" text-anchor="middle">model size, MB (log)</text>')
+        for v in (y0 + 0.01, y1 - 0.01):
+            parts.append(f'<text x="{ox + pad - 4}" y="{sy(v) + 3:.1f}" text-anchor="end">{100 * v:.1f}</text>')
+        for name, mb, val in pts:
+            color = "#c00" if name == "fp32 teacher" else "#036"
+            parts.append(f'<circle cx="{sx(math.log10(mb)):.1f}" cy="{sy(val):.1f}" r="3.5" fill="{color}"/>')
+            parts.append(f'<text x="{sx(math.log10(mb)) + 5:.1f}" y="{sy(val) - 5:.1f}">{name} '
+                         f'({mb:.1f} MB, {100 * val:.2f})</text>')
+    parts.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+    return path
+
+
+def render(results, readme, svg):
+    rows = load_rows(results)
+    table = render_table(rows)
+    with open(readme) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers to put the table between")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(readme + ".tmp", "w") as f:
+        f.write(head + BEGIN + "\n" + table + "\n" + END + tail)
+    os.replace(readme + ".tmp", readme)
+    return table, render_svg(rows, svg)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=["sts-b", "mrpc"])
+    ap.add_argument("--recipes", nargs="+", default=["2-2-8"], choices=sorted(RECIPES))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[42])
+    ap.add_argument("--learning_rate", type=float, default=1e-4)
+    ap.add_argument("--epoch_size", type=float, default=3)
+    ap.add_argument("--glue_dir", default=os.path.join(ROOT, "..", "shared", "data", "glue"))
+    ap.add_argument("--teachers_dir", default=None,
+                    help="folder of Hugging Face teachers by task name; a task without one is fine-tuned")
+    ap.add_argument("--backbone", default=None, help="Hugging Face folder (default: the MiniLM package)")
+    ap.add_argument("--teacher_epochs", type=float, default=None)
+    ap.add_argument("--max_seq_length", type=int, default=None, help="default 128 (SST-2 64)")
+    ap.add_argument("--work_dir", default=os.path.join(ROOT, "runs", "bench"))
+    ap.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results", "recipes.jsonl"))
+    ap.add_argument("--limit", type=int, default=0, help="smoke test: first N examples per split")
+    ap.add_argument("--max_steps", type=int, default=0, help="smoke test: cap every training run")
+    ap.add_argument("--device_note", default="CPU, GRAPH_MODE")
+    ap.add_argument("--render", action="store_true", help="only rewrite the README table and the plot")
+    ap.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
+    ap.add_argument("--svg", default=os.path.join(ROOT, "benchmarks", "results", "size_vs_metric.svg"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    if args.render:
+        table, svg = render(args.results, args.readme, args.svg)
+        print(table)
+        logger.info("wrote %s and %s", args.readme, svg)
+        return 0
+    done = {row_key(r["task"], r["recipe"], r["seed"], r["learning_rate"], r["epochs"])
+            for r in load_rows(args.results)}
+    for task in args.tasks:
+        todo = [(rec, s) for rec in args.recipes for s in args.seeds
+                if row_key(task, rec, s, args.learning_rate, args.epoch_size) not in done]
+        if not todo:
+            logger.info("%s: every requested row is in %s", task, args.results)
+            continue
+        data, teacher, t_metrics = prepare_task(args, task)
+        for recipe, seed in todo:
+            row = distil(args, task, recipe, seed, data, teacher, t_metrics)
+            append_row(args.results, row)
+            logger.info("%s %s seed %d: teacher %.4f student best %.4f final %.4f (%s)", task, recipe, seed,
+                        row["teacher"], row["best"], row["final"], row["metric"])
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        logger.error("%s", e)
+        sys.exit(2)
