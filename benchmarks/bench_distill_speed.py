@@ -21,6 +21,35 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def build_step(quant="2-2-8", ternarizer="twn"):
+    """The train cell of a MiniLM-L6-shaped frozen teacher + quantized student, random weights."""
+    import mindspore as ms
+    from src.config import BertConfig, DistillConfig, QuantConfig, TrainConfig
+    from src.tinybert_model import BertForSequenceClassification, with_dropout
+    from src.cell_wrapper import DistillLoss, TrainOneStep, build_optimizer
+    ms.set_seed(0)
+    cfg = BertConfig(num_labels=2)
+    qcfg = QuantConfig.from_preset(quant, ternarizer=ternarizer)
+    teacher = BertForSequenceClassification(with_dropout(cfg, 0.0), QuantConfig.full_precision())
+    student = BertForSequenceClassification(with_dropout(cfg, 0.0), qcfg)
+    loss = DistillLoss(student, teacher, DistillConfig())
+    opt = build_optimizer(student.trainable_params(), TrainConfig(), 1000)
+    step = TrainOneStep(loss, opt, 1.0, student, qcfg)
+    step.set_train()
+    return step, cfg
+
+
+def random_batch(rng, cfg, b, seq):
+    """Token ids, a mask with lengths in [seq/2, seq], segment ids, labels (Tensors)."""
+    import mindspore as ms
+    ids = ms.Tensor(rng.randint(0, cfg.vocab_size, (b, seq)).astype(np.int32))
+    lens = rng.randint(seq // 2, seq + 1, b)
+    mask = ms.Tensor((np.arange(seq)[None, :] < lens[:, None]).astype(np.int32))
+    seg = ms.Tensor(np.zeros((b, seq), np.int32))
+    y = ms.Tensor(rng.randint(0, 2, b).astype(np.int32))
+    return ids, mask, seg, y
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
@@ -34,29 +63,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import mindspore as ms
-    from src.config import BertConfig, DistillConfig, QuantConfig, TrainConfig
-    from src.tinybert_model import BertForSequenceClassification, with_dropout
-    from src.cell_wrapper import DistillLoss, TrainOneStep, build_optimizer
-
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device_target)
-    ms.set_seed(0)
-    cfg = BertConfig(num_labels=2)
-    qcfg = QuantConfig.from_preset(args.quant, ternarizer=args.ternarizer)
-    teacher = BertForSequenceClassification(with_dropout(cfg, 0.0), QuantConfig.full_precision())
-    student = BertForSequenceClassification(with_dropout(cfg, 0.0), qcfg)
-    loss = DistillLoss(student, teacher, DistillConfig())
-    opt = build_optimizer(student.trainable_params(), TrainConfig(), 1000)
-    step = TrainOneStep(loss, opt, 1.0, student, qcfg)
-    step.set_train()
+    step, cfg = build_step(args.quant, args.ternarizer)
     rng = np.random.RandomState(0)
     results = []
     for seq in args.seq_lengths:
         b = args.batch_size
-        ids = ms.Tensor(rng.randint(0, cfg.vocab_size, (b, seq)).astype(np.int32))
-        lens = rng.randint(seq // 2, seq + 1, b)
-        mask = ms.Tensor((np.arange(seq)[None, :] < lens[:, None]).astype(np.int32))
-        seg = ms.Tensor(np.zeros((b, seq), np.int32))
-        y = ms.Tensor(rng.randint(0, 2, b).astype(np.int32))
+        ids, mask, seg, y = random_batch(rng, cfg, b, seq)
         t0 = time.time()
         for _ in range(args.warmup):
             step(ids, mask, seg, y).asnumpy()
