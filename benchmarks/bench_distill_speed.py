@@ -10,15 +10,16 @@ tokens (speed does not depend on their values). Median of --steps timed steps af
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import write_result  # noqa: E402
 
 
 def build_step(quant="2-2-8", ternarizer="twn"):
@@ -85,22 +86,12 @@ def main(argv=None):
                "step_times_s": [round(t, 4) for t in times]}
         print(json.dumps(row))
         results.append(row)
-    try:
-        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except Exception:  # noqa: BLE001 - a benchmark outside a checkout still reports
-        commit = "unknown"
-    out = {"benchmark": "distillation step, MiniLM-L6 teacher + 2-2-8 student",
-           "quant": args.quant, "ternarizer": args.ternarizer, "mode": "GRAPH_MODE",
-           "device_target": args.device_target, "machine": f"{platform.machine()}, "
-           f"{os.cpu_count()} cores", "warmup_steps": args.warmup, "timed_steps": args.steps,
-           "commit": commit, "command": "python " + " ".join(sys.argv),
-           "load_average_1_5_15_at_end": os.getloadavg(),
-           "pytorch_original_samples_per_s": {"128": 10.1, "64": 19.7},
-           "results": results}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
-    print(f"wrote {args.out}")
+    write_result(args.out, {
+        "benchmark": "distillation step, MiniLM-L6 teacher + 2-2-8 student", "quant": args.quant,
+        "ternarizer": args.ternarizer, "mode": "GRAPH_MODE", "device_target": args.device_target,
+        "warmup_steps": args.warmup, "timed_steps": args.steps,
+        "load_average_1_5_15_at_end": os.getloadavg(),
+        "pytorch_original_samples_per_s": {"128": 10.1, "64": 19.7}, "results": results})
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ last log line, and the command that reproduces the run.
 import argparse
 import json
 import os
-import subprocess
 import sys
 from datetime import datetime
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import git_commit  # noqa: E402
 
 
 def _log_span(path):
@@ -40,10 +42,7 @@ def main(argv=None):
     best = max(hist, key=lambda r: r["select"])
     cmd = ["python", entry] + [f"--{k}" if v is True else f"--{k} {v}" for k, v in sorted(flags.items())
                                if v not in (None, False)]
-    try:
-        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except Exception:  # noqa: BLE001
-        commit = "unknown"
+    commit = git_commit()
     row = {"task": flags["task_name"], "entry": entry, "best": best, "final": hist[-1], "evaluations": len(hist),
            "teacher_select": args.teacher_metric, "wall_seconds": _log_span(log) if os.path.isfile(log) else None,
            "finished": os.path.isfile(os.path.join(args.run, "state.json")) and hist[-1]["step"] == json.load(

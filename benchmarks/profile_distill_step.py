@@ -10,9 +10,7 @@ kernel time, and the wall time of the profiled steps.
 import argparse
 import csv
 import glob
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench_distill_speed import build_step, random_batch  # noqa: E402
+from common import write_result  # noqa: E402
 
 
 def main(argv=None):
@@ -61,15 +60,10 @@ def main(argv=None):
     for r in ops[:args.top]:
         print(f"{r['op_type']:24s} {r['ms_per_step']:9.1f} ms {100 * r['share']:5.1f}%")
     print(f"kernel time {total:.0f} ms per step; wall {1000 * wall:.0f} ms per step")
-    out = {"benchmark": "op-type profile of the distillation step", "quant": args.quant,
-           "batch_size": args.batch_size, "seq_length": args.seq_length, "profiled_steps": args.steps,
-           "wall_ms_per_step": round(1000 * wall, 1), "kernel_ms_per_step": round(total, 1),
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores", "command": "python " + " ".join(sys.argv),
-           "ops": ops}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
-    print(f"wrote {args.out}")
+    write_result(args.out, {
+        "benchmark": "op-type profile of the distillation step", "quant": args.quant,
+        "batch_size": args.batch_size, "seq_length": args.seq_length, "profiled_steps": args.steps,
+        "wall_ms_per_step": round(1000 * wall, 1), "kernel_ms_per_step": round(total, 1), "ops": ops})
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import git_commit  # noqa: E402
 
 logger = logging.getLogger("recipes")
 
@@ -93,13 +96,6 @@ def train_cmd(entry, run_dir, extra):
         return None
     resume = ["--resume"] if os.path.isfile(os.path.join(run_dir, "state.json")) else []
     return [entry, "--output_dir", run_dir] + extra + resume
-
-
-def commit():
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def load_rows(path):
@@ -191,7 +187,7 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
             "samples_per_s": statistics.median(speeds) if speeds else None,
             "runner_wall_s": round(time.time() - t0, 1), "train_flags": flags,
             "max_steps": args.max_steps or None, "examples_limit": args.limit or None,
-            "commit": commit(), "machine": f"{os.cpu_count()} cores, {args.device_note}"}
+            "commit": git_commit(), "machine": f"{os.cpu_count()} cores, {args.device_note}"}
 
 
 # ---------------------------------------------------------------- rendering

@@ -1,0 +1,29 @@
+"""What every benchmark writes beside its numbers: the commit, the machine, the command."""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"  # a benchmark run outside a checkout still reports
+
+
+def provenance() -> dict:
+    return {"commit": git_commit(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "command": "python " + " ".join(sys.argv)}
+
+
+def write_result(path: str, record: dict) -> None:
+    """record + provenance as indented JSON at path (folders created)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({**record, **provenance()}, f, indent=2)
+    print(f"wrote {path}")
