@@ -200,6 +200,11 @@ def _fmt(values):
     return f"{statistics.mean(pts):.2f} ± {statistics.stdev(pts):.2f} ({len(pts)})"
 
 
+def _mean_of(rows, key, scale):
+    vals = [r[key] * scale for r in rows if r.get(key) is not None]
+    return f"{statistics.mean(vals):.1f}" if vals else "—"
+
+
 def group_rows(rows):
     groups = {}
     for r in rows:
@@ -210,8 +215,9 @@ def group_rows(rows):
 
 
 def render_table(rows):
-    lines = ["| task (metric) | recipe | lr, epochs | teacher | student best | gap | PyTorch original | "
-             "within 1.0 | packed MB | seeds |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task (metric) | recipe | lr, epochs | teacher | student best | final | gap (best) | "
+             "PyTorch original | within 1.0 | packed MB | samples/s | wall min | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (task, recipe, lr, ep), rs in sorted(group_rows(rows).items()):
         teacher = statistics.mean(r["teacher"] for r in rs)
         best = [r["best"] for r in rs]
@@ -219,8 +225,10 @@ def render_table(rows):
         ref = PYTORCH_ORIGINAL.get(task)
         ref_s = f"{100 * ref[0]:.2f} ({ref[1]})" if ref and recipe == "2-2-8" else "—"
         lines.append(f"| {task} ({rs[0]['metric']}) | {recipe} | {lr:g}, {ep:g} | {100 * teacher:.2f} | "
-                     f"{_fmt(best)} | {gap:+.2f} | {ref_s} | {'yes' if gap <= 1.0 else '**no**'} | "
-                     f"{statistics.mean(r['packed_MB'] for r in rs):.2f} | {', '.join(str(r['seed']) for r in rs)} |")
+                     f"{_fmt(best)} | {_fmt([r['final'] for r in rs])} | {gap:+.2f} | {ref_s} | "
+                     f"{'yes' if gap <= 1.0 else '**no**'} | {statistics.mean(r['packed_MB'] for r in rs):.2f} | "
+                     f"{_mean_of(rs, 'samples_per_s', 1)} | {_mean_of(rs, 'runner_wall_s', 1 / 60)} | "
+                     f"{', '.join(str(r['seed']) for r in rs)} |")
     return "\n".join(lines)
 
 

@@ -21,7 +21,8 @@ def _row(task, recipe, seed, teacher, best, packed=5.0, **kw):
 
 def test_table_mean_spread_gap_and_target(tmp_path):
     rows = [_row("rte", "2-2-8", 1, 0.574, 0.560), _row("rte", "2-2-8", 2, 0.574, 0.570),
-            _row("rte", "2-2-8", 3, 0.574, 0.565), _row("mrpc", "8-8-8", 42, 0.844, 0.840, packed=23.0),
+            _row("rte", "2-2-8", 3, 0.574, 0.565), _row("mrpc", "8-8-8", 42, 0.844, 0.840, packed=23.0,
+                                                          samples_per_s=12.0, runner_wall_s=120.0),
             _row("mrpc", "2-2-8", 42, 0.844, 0.800, max_steps=2)]  # smoke row: never in the table
     results = tmp_path / "r.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -34,9 +35,9 @@ def test_table_mean_spread_gap_and_target(tmp_path):
     assert len(lines) == 2
     mrpc, rte = lines
     # rte: mean 56.50, sample std of (56.0, 57.0, 56.5) = 0.50, gap 57.40 - 56.50 = +0.90 -> within 1
-    assert "| 57.40 | 56.50 ± 0.50 (3) | +0.90 | 56.68 (lr 5e-5) | yes |" in rte
+    assert "| 57.40 | 56.50 ± 0.50 (3) | 56.50 ± 0.50 (3) | +0.90 | 56.68 (lr 5e-5) | yes |" in rte
     # mrpc 8-8-8: 84.40 vs 84.00, gap +0.40; the PyTorch reference is for 2-2-8 only
-    assert "| 84.40 | 84.00 | +0.40 | — | yes | 23.00 | 42 |" in mrpc
+    assert "| 84.40 | 84.00 | 84.00 | +0.40 | — | yes | 23.00 | 12.0 | 2.0 | 42 |" in mrpc
     root = ET.parse(svg).getroot()  # well-formed SVG with one point per recipe + the teacher
     circles = [e for e in root.iter() if e.tag.endswith("circle")]
     assert len(circles) == 4
