@@ -23,7 +23,6 @@ from .config import DistillConfig, QuantConfig, TrainConfig
 from .tinybert_model import QuantDense, QuantEmbedding
 
 
-
 def layer_map(student_layers: int, teacher_layers: int) -> Tuple[List[int], List[int]]:
     """Teacher indices for the student's hidden states (0..Ls) and attention maps (0..Ls-1).
 
@@ -44,11 +43,14 @@ def soft_cross_entropy(student_logits, teacher_logits):
     return (-ops.softmax(teacher_logits, axis=-1) * ops.log_softmax(student_logits, axis=-1)).mean()
 
 
-def mse(a, b):
-    """mean((a - b)^2). Rows first, then the row sums: on CPU a two-stage reduction is several
-    times faster than one full reduction, and Square is cheaper than the Pow of ops.mse_loss."""
-    d = a - b
+def mean_square(d):
+    """mean(d^2). Rows first, then the row sums: on CPU a two-stage reduction is several times
+    faster than one full reduction, and Square is cheaper than the Pow of ops.mse_loss."""
     return ops.square(d).sum(axis=-1).sum() / d.size
+
+
+def mse(a, b):
+    return mean_square(a - b)
 
 
 def masked_score_mse(s_scores, t_scores, key_keep):
@@ -57,8 +59,7 @@ def masked_score_mse(s_scores, t_scores, key_keep):
     Padded columns hold raw + (-10000): left in, they would dominate the loss. key_keep
     [B, 1, 1, S] is 1 for real tokens, 0 for padding; (s - t) * 0 is exactly the zeroed entry.
     """
-    d = (s_scores - t_scores) * key_keep
-    return ops.square(d).sum(axis=-1).sum() / d.size
+    return mean_square((s_scores - t_scores) * key_keep)
 
 
 class DistillLoss(nn.Cell):
