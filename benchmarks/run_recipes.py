@@ -278,6 +278,8 @@ def render_svg(rows, path):
 
 
 def render(results, readme, svg):
+    if not os.path.isfile(results):
+        raise FileNotFoundError(f"{results} does not exist: no finished run to render")
     rows = load_rows(results)
     table = render_table(rows)
     with open(readme) as f:
@@ -320,6 +322,9 @@ def main(argv=None):
         print(table)
         logger.info("wrote %s and %s", args.readme, svg)
         return 0
+    from src.config import get_task
+    for task in args.tasks:
+        get_task(task)  # an unknown name fails here, before any hour-long step starts
     done = {row_key(r["task"], r["recipe"], r["seed"], r["learning_rate"], r["epochs"])
             for r in load_rows(args.results)}
     for task in args.tasks:

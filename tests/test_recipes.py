@@ -78,3 +78,11 @@ def test_runner_smoke_and_resume(tmp_path):
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "every requested row" in p.stderr
     assert len(run_recipes.load_rows(str(results))) == 2 and log.stat().st_size == before
+
+
+def test_unknown_task_and_missing_results_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="unknown task 'sts-x'"):
+        run_recipes.main(["--tasks", "sts-x", "--work_dir", str(tmp_path / "w"), "--results", str(tmp_path / "r.jsonl")])
+    assert not (tmp_path / "w").exists() and not (tmp_path / "r.jsonl").exists()
+    with pytest.raises(FileNotFoundError, match="r.jsonl does not exist"):
+        run_recipes.main(["--render", "--results", str(tmp_path / "r.jsonl"), "--readme", str(tmp_path / "README.md")])
