@@ -13,7 +13,12 @@ TEACHERS = os.path.join(SHARED, "models", "teachers")
 
 import mindspore as ms  # noqa: E402
 
+from src.checkpoint import default_backbone_dir  # noqa: E402
 from src.config import BertConfig  # noqa: E402
+
+# The uncased WordPiece vocabulary of the packaged backbone (a declared dependency), so that
+# tokenizer and converter tests run without ../shared.
+VOCAB = os.path.join(default_backbone_dir(), "vocab.txt")
 
 
 def pytest_configure(config):
@@ -66,7 +71,6 @@ def minilm_slice(folder, layers=2):
     a small real backbone for end-to-end tests."""
     import json
     from safetensors.numpy import load_file, save_file
-    from src.checkpoint import default_backbone_dir
     src = default_backbone_dir()
     tensors = {k: v for k, v in load_file(os.path.join(src, "model.safetensors")).items()
                if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < layers}

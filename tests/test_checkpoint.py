@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from conftest import GLUE, TEACHERS, randomize, tiny_batch, tiny_config
+from conftest import GLUE, TEACHERS, VOCAB, randomize, tiny_batch, tiny_config
 from src.checkpoint import CheckpointError, import_hf, load_network, save_network
 from src.config import QuantConfig, RunConfig
 from src.tinybert_model import BertForSequenceClassification
@@ -43,7 +43,7 @@ def _hf_folder(path, cfg, prefix="bert.", classifier=True, drop=None, reshape=No
           "type_vocab_size": 2, "hidden_act": "gelu", "layer_norm_eps": 1e-12}
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hf, f)
-    shutil.copyfile(os.path.join(TEACHERS, "sts-b", "vocab.txt"), os.path.join(path, "vocab.txt"))
+    shutil.copyfile(VOCAB, os.path.join(path, "vocab.txt"))
     return net
 
 

@@ -5,14 +5,13 @@ import os
 import numpy as np
 import pytest
 
-from conftest import GLUE, TEACHERS
+from conftest import GLUE, VOCAB
 from src.config import TASKS, get_task
 from src.dataset import create_dataset
 from src.glue import DataError, convert, read_examples
 from src.metrics import compute_metrics, f1_binary, matthews, pearson, spearman
 from src.tokenization import BertTokenizer, encode_pair, truncate_pair
 
-VOCAB = os.path.join(TEACHERS, "sts-b", "vocab.txt")
 needs_glue = pytest.mark.skipif(not os.path.isdir(GLUE), reason="../shared/data/glue not present")
 
 
