@@ -63,7 +63,7 @@ def add_train_args(ap: argparse.ArgumentParser, lr: float, epochs: float) -> Non
     ap.add_argument("--epoch_size", type=float, default=epochs, help="epochs (may be fractional)")
     ap.add_argument("--train_batch_size", type=int, default=None,
                     help="default: the task table's (32; CoLA 16)")
-    ap.add_argument("--learning_rate", type=float, default=lr)
+    ap.add_argument("--learning_rate", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
     ap.add_argument("--warmup_ratio", type=float, default=0.1)
     ap.add_argument("--weight_decay", type=float, default=0.01)
     ap.add_argument("--eval_step", type=int, default=0, help="evaluate every N steps (0: per epoch)")
