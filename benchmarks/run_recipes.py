@@ -58,11 +58,10 @@ HEADLINE = {"sts-b": "pearson", "mrpc": "f1", "sst-2": "acc", "rte": "acc", "col
 PYTORCH_ORIGINAL = {"sts-b": (0.8308, "lr 1e-4"), "mrpc": (0.8257, "lr 2e-5"), "sst-2": (0.8830, "1 epoch"),
                     "rte": (0.5668, "lr 5e-5"), "cola": (0.2106, "lr 5e-5")}
 
-# Teacher fine-tuning recipe of ../shared/models/README.md (AdamW 5e-5, batch 32, 5 epochs;
-# SST-2 3 epochs at length 64).
-# Lengths come from the task table (src/config.py: 128; SST-2 and CoLA 64; CoLA's longest
-# sentence is 47 tokens with [CLS]/[SEP], so 64 truncates nothing). The teacher is fine-tuned
-# at batch 32 on every task; distillation uses the task table's batch (CoLA 16, as the original).
+# Teacher fine-tuning recipe of ../shared/models/README.md: AdamW 5e-5, batch 32 on every task,
+# 5 epochs (SST-2 3). Lengths come from the task table (src/config.py: 128; SST-2 and CoLA 64,
+# which truncates none of CoLA: its longest sentence is 47 tokens with [CLS]/[SEP]).
+# Distillation uses the task table's batch (CoLA 16, as the original).
 TEACHER_EPOCHS = {"sst-2": 3}
 TEACHER_BATCH = 32
 
