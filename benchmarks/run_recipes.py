@@ -170,6 +170,7 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
     cmd = train_cmd("train.py", run_dir, ["--task_name", task, "--teacher_model", teacher, "--data_dir", data,
                                           "--learning_rate", str(args.learning_rate), "--epoch_size",
                                           str(args.epoch_size), "--seed", str(seed)] + flags
+                    + (["--eval_step", str(args.eval_step)] if args.eval_step else [])
                     + (["--max_steps", str(args.max_steps)] if args.max_steps else []))
     t0 = time.time()
     if cmd:
@@ -187,6 +188,7 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
             "epochs": args.epoch_size, "metric": head, "teacher": teacher_metrics[head],
             "teacher_source": teacher_metrics["source"], "best": best[head], "best_step": best["step"],
             "final": hist[-1][head], "best_metrics": best, "evaluations": len(hist),
+            "eval_step": args.eval_step or None,
             "fp32_MB": size["fp32_MB"], "packed_MB": size["packed_MB"],
             "samples_per_s": statistics.median(speeds) if speeds else None,
             "runner_wall_s": round(time.time() - t0, 1), "train_flags": flags,
@@ -305,6 +307,8 @@ def main(argv=None):
     ap.add_argument("--seeds", nargs="+", type=int, default=[42])
     ap.add_argument("--learning_rate", type=float, default=1e-4)
     ap.add_argument("--epoch_size", type=float, default=3)
+    ap.add_argument("--eval_step", type=int, default=0,
+                    help="evaluate every N steps (default 0: once per epoch); for 1-epoch runs like SST-2")
     ap.add_argument("--glue_dir", default=os.path.join(ROOT, "..", "shared", "data", "glue"))
     ap.add_argument("--teachers_dir", default=None,
                     help="folder of Hugging Face teachers by task name; a task without one is fine-tuned")
