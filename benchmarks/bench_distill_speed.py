@@ -6,6 +6,12 @@ tokens (speed does not depend on their values). Median of --steps timed steps af
 --warmup untimed ones, exactly how the PyTorch original's 10.1 / 19.7 samples/s were taken.
 
     python benchmarks/bench_distill_speed.py --seq_lengths 128 64 --out benchmarks/results/distill_speed_cpu.json
+
+--any_length compiles ONE graph with the sequence length left open (what --bucket_width
+training does) and times every --seq_lengths with it; without it each length gets its own
+static graph.
+    python benchmarks/bench_distill_speed.py --any_length --seq_lengths 16 32 48 64 128 \
+        --out benchmarks/results/distill_speed_any_length_cpu.json
 """
 import argparse
 import json
@@ -22,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_result  # noqa: E402
 
 
-def build_step(quant="2-2-8", ternarizer="twn"):
+def build_step(quant="2-2-8", ternarizer="twn", token_mean=False):
     """The train cell of a MiniLM-L6-shaped frozen teacher + quantized student, random weights."""
     import mindspore as ms
     from src.config import BertConfig, DistillConfig, QuantConfig, TrainConfig
@@ -33,7 +39,7 @@ def build_step(quant="2-2-8", ternarizer="twn"):
     qcfg = QuantConfig.from_preset(quant, ternarizer=ternarizer)
     teacher = BertForSequenceClassification(with_dropout(cfg, 0.0), QuantConfig.full_precision())
     student = BertForSequenceClassification(with_dropout(cfg, 0.0), qcfg)
-    loss = DistillLoss(student, teacher, DistillConfig())
+    loss = DistillLoss(student, teacher, DistillConfig(token_mean=token_mean))
     opt = build_optimizer(student.trainable_params(), TrainConfig(), 1000)
     step = TrainOneStep(loss, opt, 1.0, student, qcfg)
     step.set_train()
@@ -60,12 +66,17 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--quant", default="2-2-8")
     ap.add_argument("--ternarizer", default="twn", choices=["twn", "lat"])
+    ap.add_argument("--any_length", action="store_true",
+                    help="one graph with S open (set_inputs), as --bucket_width training runs it")
     ap.add_argument("--out", default="benchmarks/results/distill_speed_cpu.json")
     args = ap.parse_args(argv)
 
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device_target)
-    step, cfg = build_step(args.quant, args.ternarizer)
+    step, cfg = build_step(args.quant, args.ternarizer, token_mean=args.any_length)
+    if args.any_length:
+        from src.dataset import any_length_inputs
+        step.set_inputs(*any_length_inputs("sst-2", args.batch_size))  # 2 classes, like cfg
     rng = np.random.RandomState(0)
     results = []
     for seq in args.seq_lengths:
@@ -89,6 +100,7 @@ def main(argv=None):
     write_result(args.out, {
         "benchmark": "distillation step, MiniLM-L6 teacher + 2-2-8 student", "quant": args.quant,
         "ternarizer": args.ternarizer, "mode": "GRAPH_MODE", "device_target": args.device_target,
+        "graph": "one graph, S open (--any_length)" if args.any_length else "one static graph per length",
         "warmup_steps": args.warmup, "timed_steps": args.steps,
         "load_average_1_5_15_at_end": os.getloadavg(),
         "pytorch_original_samples_per_s": {"128": 10.1, "64": 19.7}, "results": results})

@@ -47,6 +47,9 @@ RECIPES = {
     "2-2-8-no-kd": (["--hidden_weight", "0", "--attention_weight", "0", "--pred_weight", "0",
                      "--label_weight", "1"], "ablation: no distillation, gold labels only"),
     "8-8-8": (["--weight_bits", "8", "--embedding_bits", "8"], "8-bit weights, embedding and activations"),
+    "2-2-8-tokens": (["--token_mean"], "2-2-8, hidden/attention MSE over real tokens only"),
+    "2-2-8-buckets": (["--token_mean", "--bucket_width", "16"],
+                      "2-2-8-tokens on length-grouped batches cut to a multiple of 16 (faster)"),
 }
 
 # Headline metric of each task (the one the paper and issue tables report).

@@ -62,6 +62,21 @@ def masked_score_mse(s_scores, t_scores, key_keep):
     return mean_square((s_scores - t_scores) * key_keep)
 
 
+def token_mse(a, b, keep):
+    """MSE of hidden states [B, S, H] over the real tokens only: keep [B, S, 1] is 1 for real
+    tokens, 0 for padding, and the mean divides by (real tokens * H)."""
+    return ops.square((a - b) * keep).sum(axis=-1).sum() / (keep.sum() * a.shape[-1])
+
+
+def pair_score_mse(s_scores, t_scores, pair_keep, n_pairs):
+    """MSE of attention scores [B, nh, S, S] over real query x real key pairs only.
+
+    pair_keep [B, 1, S, S] is 1 where both the query and the key are real tokens; n_pairs is
+    its sum, so the mean divides by (real pairs * heads) and padding changes nothing."""
+    d = (s_scores - t_scores) * pair_keep
+    return ops.square(d).sum(axis=-1).sum() / (n_pairs * s_scores.shape[1])
+
+
 class DistillLoss(nn.Cell):
     """Scalar distillation loss of a student against a frozen teacher."""
 
@@ -91,16 +106,23 @@ class DistillLoss(nn.Cell):
         t_logits = ops.stop_gradient(t_logits)
         d = self.dcfg
         loss = 0.0
+        keep = input_mask.astype(ms.float32)  # [B, S]
         if d.hidden_weight > 0:
             h = 0.0
+            tok_keep = keep.reshape(keep.shape[0], -1, 1)  # [B, S, 1]
             for i, j in enumerate(self.hidden_map):
-                h = h + mse(s_hidden[i], ops.stop_gradient(t_hidden[j]))
+                t_h = ops.stop_gradient(t_hidden[j])
+                h = h + (token_mse(s_hidden[i], t_h, tok_keep) if d.token_mean else mse(s_hidden[i], t_h))
             loss = loss + d.hidden_weight * h
         if d.attention_weight > 0:
             a = 0.0
-            key_keep = input_mask.astype(ms.float32).reshape(input_mask.shape[0], 1, 1, -1)
+            key_keep = keep.reshape(keep.shape[0], 1, 1, -1)  # [B, 1, 1, S]
+            pair_keep = key_keep * keep.reshape(keep.shape[0], 1, -1, 1)  # [B, 1, S, S] real q x real k
+            n_pairs = pair_keep.sum()
             for i, j in enumerate(self.attn_map):
-                a = a + masked_score_mse(s_scores[i], ops.stop_gradient(t_scores[j]), key_keep)
+                t_s = ops.stop_gradient(t_scores[j])
+                a = a + (pair_score_mse(s_scores[i], t_s, pair_keep, n_pairs) if d.token_mean
+                         else masked_score_mse(s_scores[i], t_s, key_keep))
             loss = loss + d.attention_weight * a
         if d.pred_weight > 0:
             if self.regression:

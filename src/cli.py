@@ -67,6 +67,9 @@ def add_train_args(ap: argparse.ArgumentParser, lr: float, epochs: float) -> Non
     ap.add_argument("--warmup_ratio", type=float, default=0.1)
     ap.add_argument("--weight_decay", type=float, default=0.01)
     ap.add_argument("--eval_step", type=int, default=0, help="evaluate every N steps (0: per epoch)")
+    ap.add_argument("--bucket_width", type=int, default=0,
+                    help="train on batches of similar length, each cut to a multiple of this "
+                         "(0: pad every batch to the records' length); pair it with --token_mean")
     ap.add_argument("--max_steps", type=int, default=0, help="stop after N steps (0: no cap)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--resume", action="store_true", help="continue the run in --output_dir")
@@ -101,6 +104,8 @@ def add_distill_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--pred_weight", type=float, default=d.pred_weight)
     g.add_argument("--label_weight", type=float, default=d.label_weight)
     g.add_argument("--regression_target", default=d.regression_target, choices=["teacher", "label"])
+    g.add_argument("--token_mean", action="store_true",
+                   help="hidden/attention MSE over real tokens only (padding-independent)")
 
 
 def quant_config(args) -> QuantConfig:
@@ -114,7 +119,7 @@ def quant_config(args) -> QuantConfig:
 def distill_config(args) -> DistillConfig:
     return DistillConfig(hidden_weight=args.hidden_weight, attention_weight=args.attention_weight,
                          pred_weight=args.pred_weight, label_weight=args.label_weight,
-                         regression_target=args.regression_target)
+                         regression_target=args.regression_target, token_mean=args.token_mean)
 
 
 def train_config(args, max_seq_length: int) -> TrainConfig:
@@ -123,7 +128,7 @@ def train_config(args, max_seq_length: int) -> TrainConfig:
                        batch_size=args.train_batch_size or spec.batch_size,
                        warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
                        seed=args.seed, eval_steps=args.eval_step, max_seq_length=max_seq_length,
-                       max_steps=args.max_steps)
+                       max_steps=args.max_steps, bucket_width=args.bucket_width)
 
 
 def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size", "stop_after")) -> dict:

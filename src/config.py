@@ -172,6 +172,10 @@ class DistillConfig:
     pred_weight: float = 1.0
     label_weight: float = 0.0
     regression_target: str = "teacher"  # teacher | label (what the STS-B prediction MSE targets)
+    # False (the paper): hidden and attention MSE are means over every position of the padded
+    # batch, so their weight shrinks as padding grows. True: means over real tokens only (and
+    # real query x key pairs), the same whatever the padding: what --bucket_width needs.
+    token_mean: bool = False
 
     def __post_init__(self):
         p = []
@@ -200,6 +204,9 @@ class TrainConfig:
     eval_steps: int = 0           # 0: evaluate once per epoch
     max_seq_length: int = 128
     max_steps: int = 0            # > 0 caps the run (smoke tests, quick demos)
+    # 0: every training batch is padded to max_seq_length. w > 0: batches of similar length,
+    # each cut to the smallest multiple of w that holds its longest example (see dataset.py).
+    bucket_width: int = 0
 
     def __post_init__(self):
         p = []
@@ -215,6 +222,8 @@ class TrainConfig:
             p.append("eval_steps and max_steps must be >= 0")
         if self.max_seq_length < 8:
             p.append(f"max_seq_length must be >= 8, got {self.max_seq_length}")
+        if self.bucket_width < 0:
+            p.append(f"bucket_width must be >= 0, got {self.bucket_width}")
         _check(p, "TrainConfig")
 
 

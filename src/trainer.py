@@ -27,7 +27,7 @@ from mindspore import nn
 
 from .checkpoint import atomic_save_checkpoint, load_into, named_params, read_checkpoint, save_network
 from .config import RunConfig, TrainConfig, atomic_write_text
-from .dataset import create_dataset, dataset_size
+from .dataset import any_length_inputs, create_dataset, dataset_size
 from .metrics import compute_metrics
 from .tinybert_model import LogitsOnly
 
@@ -144,6 +144,8 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
         load_into(spec.train_cell, read_checkpoint(path), source=path)
         logger.info("resumed at step %d of %d (best %s)", state["step"], total, state["best"])
     state["total_steps"] = total  # step == total_steps in state.json: the run is complete
+    if t.bucket_width:
+        spec.train_cell.set_inputs(*any_length_inputs(spec.run.task, t.batch_size))
     spec.train_cell.set_train(True)
     step = state["step"]
     train_time = 0.0  # seconds in training steps only (evaluations excluded)
@@ -155,7 +157,7 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
         data = create_dataset(spec.records_dir, "train", spec.run.task, t.batch_size,
                               spec.dataset_type, training=True, seed=t.seed + epoch,
                               num_shards=spec.group_size, shard_id=spec.rank,
-                              max_seq_length=t.max_seq_length)
+                              max_seq_length=t.max_seq_length, bucket_width=t.bucket_width)
         skip = step - epoch * per_epoch
         if skip:
             data = data.skip(skip)

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import GLUE, VOCAB
 from src.config import TASKS, get_task
-from src.dataset import create_dataset
+from src.dataset import bucket_length, create_dataset, length_batches
 from src.glue import DataError, convert, read_examples
 from src.metrics import compute_metrics, f1_binary, matthews, pearson, spearman
 from src.tokenization import BertTokenizer, encode_pair, truncate_pair
@@ -118,6 +118,73 @@ def test_training_pipeline_shuffles_with_seed_drops_remainder_and_shards(tmp_pat
     s1 = np.concatenate(ids(num_shards=2, shard_id=1, training=False))
     assert len(s0) == len(s1) == 25
     assert not {r.tobytes() for r in s0} & {r.tobytes() for r in s1}
+
+
+def test_length_batches_cover_every_row_once_and_group_by_length():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=1003)
+    batches = length_batches(lengths, 16, seed=5)
+    assert len(batches) == 1003 // 16 and all(len(b) == 16 for b in batches)
+    rows = np.concatenate(batches)
+    assert len(set(rows.tolist())) == len(rows)  # no row twice; 11 left over (1003 - 62 * 16)
+    again = length_batches(lengths, 16, seed=5)
+    assert all((a == b).all() for a, b in zip(batches, again))
+    other = length_batches(lengths, 16, seed=6)
+    assert not all((a == b).all() for a, b in zip(batches, other))
+    # grouped: the spread of lengths inside a batch is far below that of random batches
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    random_spread = np.mean([np.ptp(lengths[b]) for b in rng.permutation(992).reshape(-1, 16)])
+    assert spread < 0.25 * random_spread, (spread, random_spread)
+    assert [bucket_length(n, 16, 64) for n in (1, 16, 17, 47, 64)] == [16, 16, 32, 48, 64]
+    assert bucket_length(50, 16, 50) == 50  # never beyond the records' length
+
+
+def test_bucketed_training_batches_are_the_records_cut_to_fit(tmp_path):
+    rng = np.random.default_rng(1)
+    words = ["good", "bad", "movie", "the", "a", "film", "plot", "great", "dull", "actors"]
+    lines = ["sentence\tlabel"] + [" ".join(rng.choice(words, rng.integers(1, 28))) + f"\t{i % 2}"
+                                   for i in range(70)]
+    _write(tmp_path / "glue" / "SST-2" / "train.tsv", "\n".join(lines) + "\n")
+    out = str(tmp_path / "rec")
+    convert("sst-2", str(tmp_path / "glue"), VOCAB, out, 32, splits=("train",), progress=False)
+    full = next(create_dataset(out, "train", "sst-2", 70, "mindrecord").create_dict_iterator(output_numpy=True))
+    by_row = {full["input_ids"][i].tobytes(): i for i in range(70)}
+    assert len(by_row) == 70
+
+    def batches(**kw):
+        d = create_dataset(out, "train", "sst-2", 8, "mindrecord", training=True, bucket_width=8, **kw)
+        return list(d.create_dict_iterator(output_numpy=True))
+    got = batches(seed=3)
+    assert len(got) == 70 // 8
+    seen = []
+    for b in got:
+        s = b["input_ids"].shape[1]
+        longest = b["input_mask"].sum(axis=1).max()
+        assert s in (8, 16, 24, 32) and longest <= s and (s == 8 or longest > s - 8), (s, longest)
+        assert b["label_ids"].shape == (8,) and b["label_ids"].dtype == np.int32
+        for r in range(8):
+            ids = np.zeros(32, np.int32)
+            ids[:s] = b["input_ids"][r]
+            i = by_row[ids.tobytes()]  # the row, cut only where the records hold padding
+            seen.append(i)
+            for col in ("input_mask", "segment_ids"):
+                np.testing.assert_array_equal(b[col][r], full[col][i][:s])
+                assert not full[col][i][s:].any()
+            assert b["label_ids"][r] == full["label_ids"][i]
+    assert len(set(seen)) == len(seen) == 64
+    assert len({b["input_ids"].shape[1] for b in got}) > 1  # the lengths really vary here
+    # resumable: the same seed gives the same batches, and skip(k) is their tail
+    again = batches(seed=3)
+    assert all((a["input_ids"] == b["input_ids"]).all() for a, b in zip(got, again))
+    d = create_dataset(out, "train", "sst-2", 8, "mindrecord", training=True, bucket_width=8, seed=3).skip(5)
+    tail = list(d.create_dict_iterator(output_numpy=True))
+    assert all((a["input_ids"] == b["input_ids"]).all() for a, b in zip(got[5:], tail)) and len(tail) == 3
+    # two data-parallel ranks: the same cut length at every step, disjoint rows
+    r0, r1 = batches(seed=3, num_shards=2, shard_id=0), batches(seed=3, num_shards=2, shard_id=1)
+    assert len(r0) == len(r1) == 70 // 16
+    for a, b in zip(r0, r1):
+        assert a["input_ids"].shape == b["input_ids"].shape
+        assert not {x.tobytes() for x in a["input_ids"]} & {x.tobytes() for x in b["input_ids"]}
 
 
 def _write(path, text):

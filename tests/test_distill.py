@@ -70,6 +70,36 @@ def test_attention_term_ignores_padded_entries(pynative):
     np.testing.assert_allclose(base, expect, rtol=2e-5)
 
 
+def _pad(ids, mask, seg, extra, rng):
+    """The same batch with ``extra`` more padded positions (random ids there: padding is padding)."""
+    b = ids.shape[0]
+    return (np.concatenate([ids, rng.randint(0, 60, (b, extra)).astype(np.int32)], 1),
+            np.concatenate([mask, np.zeros((b, extra), np.int32)], 1),
+            np.concatenate([seg, np.zeros((b, extra), np.int32)], 1))
+
+
+def test_token_mean_loss_matches_numpy_and_ignores_padding(pynative):
+    rng = np.random.RandomState(4)
+    student, teacher = _pair(rng)
+    dcfg = DistillConfig(hidden_weight=1.0, attention_weight=0.5, pred_weight=0.0, token_mean=True)
+    ids, mask, seg = tiny_batch(rng)
+    y = T(np.zeros(3, np.int32))
+    loss = DistillLoss(student, teacher, dcfg)
+    got = float(loss(T(ids), T(mask), T(seg), y).asnumpy())
+    (_, sh, ss), (_, th, ts) = _outs(student, ids, mask, seg), _outs(teacher, ids, mask, seg)
+    real = mask.astype(bool)  # [B, S]
+    pairs = real[:, None, :, None] & real[:, None, None, :]  # [B, 1, S, S]
+    hid = sum(np.mean((s - t)[real] ** 2) for s, t in zip(sh, th))
+    att = sum(np.mean((s - t)[np.broadcast_to(pairs, s.shape)] ** 2) for s, t in zip(ss, ts))
+    np.testing.assert_allclose(got, hid + 0.5 * att, rtol=2e-5)
+    padded = [T(x) for x in _pad(ids, mask, seg, 6, rng)]
+    np.testing.assert_allclose(float(loss(*padded, y).asnumpy()), got, rtol=1e-5)
+    # the paper's means over every position do change with the padding (what token_mean fixes)
+    plain = DistillLoss(student, teacher, DistillConfig(hidden_weight=1.0, attention_weight=0.5, pred_weight=0.0))
+    a, b = float(plain(T(ids), T(mask), T(seg), y).asnumpy()), float(plain(*padded, y).asnumpy())
+    assert abs(a - b) > 0.05 * a
+
+
 def test_layer_map_for_a_deeper_teacher(pynative):
     assert layer_map(2, 2) == ([0, 1, 2], [0, 1])
     assert layer_map(2, 6) == ([0, 3, 6], [2, 5])  # (i+1)k - 1 with k = 3
@@ -128,3 +158,21 @@ def test_lat_curvature_is_refreshed_from_adam(graph):
     np.testing.assert_allclose(cell.lat_d.asnumpy(), np.sqrt(v[id(cell.weight)].asnumpy()) + quant.lat_eps,
                                rtol=1e-6)
     assert not np.allclose(cell.lat_d.asnumpy(), 1.0)
+
+
+def test_graph_step_takes_batches_of_several_lengths(graph):
+    """Length buckets feed the GRAPH_MODE step batches of different S (one graph per S)."""
+    rng = np.random.RandomState(5)
+    student, teacher = _pair(rng, num_labels=1, quant=QuantConfig())
+    tcfg = TrainConfig(learning_rate=5e-3, warmup_ratio=0.0, weight_decay=0.0)
+    step = TrainOneStep(DistillLoss(student, teacher, DistillConfig(token_mean=True)),
+                        build_optimizer(student.trainable_params(), tcfg, 1000), 1.0)
+    step.set_train(True)
+    short, long_ = tiny_batch(rng, b=4, s=8), tiny_batch(rng, b=4, s=16)
+    y = T(rng.rand(4).astype(np.float32))
+    losses = {8: [], 16: []}
+    for _ in range(12):
+        for s, batch in ((8, short), (16, long_)):
+            losses[s].append(float(step(*(T(x) for x in batch), y).asnumpy()))
+    for s, ls in losses.items():
+        assert np.isfinite(ls).all() and np.mean(ls[-3:]) < 0.6 * ls[0], (s, ls)

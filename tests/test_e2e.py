@@ -61,17 +61,21 @@ def test_import_finetune_distil_eval_export(work):
 
 
 @pytest.mark.slow
-def test_resume_continues_to_the_same_result(work):
-    d = work
-    common = ["train.py", "--task_name", "sts-b", "--data_dir", str(d / "data"), "--train_batch_size", "16",
-              "--teacher_model", str(d / "bb" / "bb.ckpt"), "--epoch_size", "2", "--eval_step", "2",
-              "--learning_rate", "1e-4"]
+@pytest.mark.parametrize("buckets", [False, True], ids=["padded", "length-buckets"])
+def test_resume_continues_to_the_same_result(work, buckets):
+    d = work / ("buckets" if buckets else "padded")
+    common = ["train.py", "--task_name", "sts-b", "--data_dir", str(work / "data"), "--train_batch_size", "16",
+              "--teacher_model", str(work / "bb" / "bb.ckpt"), "--epoch_size", "2", "--eval_step", "2",
+              "--learning_rate", "1e-4"] + (["--bucket_width", "8", "--token_mean"] if buckets else [])
     run(*common, "--output_dir", str(d / "a"))
     run(*common, "--output_dir", str(d / "b"), "--stop_after", "2")
     assert json.load(open(d / "b" / "state.json"))["step"] == 2
     again = run(*common, "--output_dir", str(d / "b"), ok=False)  # not without --resume
     assert again.returncode == 2 and "--resume" in again.stdout
     run(*common, "--output_dir", str(d / "b"), "--resume")
+    if buckets:  # the saved config records the bucketing and the loss it needs
+        saved = json.load(open(d / "a" / "best.json"))
+        assert saved["train"]["bucket_width"] == 8 and saved["distill"]["token_mean"] is True
     ha, hb = json.load(open(d / "a" / "metrics.json")), json.load(open(d / "b" / "metrics.json"))
     assert [r["step"] for r in ha] == [r["step"] for r in hb] == [2, 4, 6, 8]
     for ra, rb in zip(ha, hb):
