@@ -53,8 +53,10 @@ def test_launch_scripts_check_their_arguments():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(GLUE), reason="../shared/data/glue not present")
-def test_train_py_distribute_through_the_cpu_launcher(tmp_path):
-    """train.py --distribute under scripts/run_distribute_train_cpu.sh: a few real steps, rank 0 writes."""
+@pytest.mark.parametrize("buckets", [False, True], ids=["padded", "length-buckets"])
+def test_train_py_distribute_through_the_cpu_launcher(tmp_path, buckets):
+    """train.py --distribute under scripts/run_distribute_train_cpu.sh: a few real steps, rank 0 writes.
+    With length buckets both ranks must get batches of the same length at every step."""
     from src.checkpoint import save_network
     from src.config import QuantConfig, RunConfig
     from src.glue import convert
@@ -67,10 +69,11 @@ def test_train_py_distribute_through_the_cpu_launcher(tmp_path):
     save_network(net, str(tmp_path / "t.ckpt"), RunConfig(task="sts-b", model=cfg, quant=QuantConfig.full_precision()))
     convert("sts-b", GLUE, os.path.join(TEACHERS, "sts-b", "vocab.txt"), str(tmp_path / "data"), 24, limit=32,
             progress=False)
-    env = dict(os.environ, MASTER_PORT="8127", PYTHON=sys.executable)
+    env = dict(os.environ, MASTER_PORT="8129" if buckets else "8127", PYTHON=sys.executable)
     p = subprocess.run(["bash", "scripts/run_distribute_train_cpu.sh", "2", "--task_name", "sts-b", "--teacher_model",
                         str(tmp_path / "t.ckpt"), "--data_dir", str(tmp_path / "data"), "--output_dir",
-                        str(tmp_path / "out"), "--train_batch_size", "4", "--max_steps", "3", "--learning_rate", "1e-3"],
+                        str(tmp_path / "out"), "--train_batch_size", "4", "--max_steps", "3", "--learning_rate", "1e-3"]
+                       + (["--bucket_width", "8", "--token_mean"] if buckets else []),
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     logs = tmp_path / "out" / "msrun_logs"
     tail = "".join(open(logs / f).read()[-1500:] for f in os.listdir(logs)) if logs.is_dir() else ""
