@@ -5,7 +5,7 @@ for data parallel. Both formats give identical batches: columns input_ids, input
 segment_ids [B, S] int32 and label_ids [B] (int32 classes, float32 regression scores).
 With ``bucket_width`` a training epoch is instead made of length-grouped batches whose S is cut
 to fit them (GLUE sentences are far shorter than the padded length: SST-2 averages 13 tokens of
-64); GRAPH_MODE then compiles one graph per distinct S.
+64); the trainer compiles one graph with S left open for them (``any_length_inputs``).
 """
 from __future__ import annotations
 
@@ -146,11 +146,10 @@ class _Buckets:
     """Random-access source: batch i of the epoch, this rank's rows, cut to its bucket length.
     The length is that of the GLOBAL batch, so every data-parallel rank runs the same shapes."""
 
-    def __init__(self, arrays, batches, width, max_seq_length, batch_size, shard_id):
-        self.arrays, self.batches = arrays, batches
+    def __init__(self, arrays, lengths, batches, width, max_seq_length, batch_size, shard_id):
+        self.arrays, self.lengths, self.batches = arrays, lengths, batches
         self.width, self.max_seq_length = width, max_seq_length
         self.rows = slice(shard_id * batch_size, (shard_id + 1) * batch_size)
-        self.lengths = arrays["input_mask"].sum(axis=1)
 
     def __len__(self):
         return len(self.batches)
@@ -175,7 +174,7 @@ def _bucketed(path, meta, spec, dataset_type, batch_size, width, seed, num_shard
     arrays = _read_arrays(path, meta, spec, dataset_type)
     lengths = arrays["input_mask"].sum(axis=1)
     batches = length_batches(lengths, batch_size * num_shards, seed)
-    source = _Buckets(arrays, batches, width, meta["max_seq_length"], batch_size, shard_id)
+    source = _Buckets(arrays, lengths, batches, width, meta["max_seq_length"], batch_size, shard_id)
     return ds.GeneratorDataset(source, column_names=list(FEATURES), shuffle=False,
                                python_multiprocessing=False, num_parallel_workers=1)
 
