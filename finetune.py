@@ -51,7 +51,8 @@ def main(argv=None):
     logger.info("fine-tuning %s from %s, %d steps", args.task_name, args.model, steps)
 
     # loop
-    return train_and_report(args, cell, net, run, rank, group, "finetune.log")
+    # (one network in the loss: length buckets need one static graph per length, see LoopSpec)
+    return train_and_report(args, cell, net, run, rank, group, "finetune.log", open_length=False)
 
 
 if __name__ == "__main__":

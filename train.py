@@ -64,7 +64,8 @@ def main(argv=None):
                 qcfg.ternarizer, args.teacher_model, steps)
 
     # loop
-    return train_and_report(args, cell, student, run, rank, group, "train.log")
+    # (without a teacher term the loss runs one network: see LoopSpec.open_length)
+    return train_and_report(args, cell, student, run, rank, group, "train.log", open_length=dcfg.uses_teacher)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,11 @@ class DistillConfig:
     # real query x key pairs), the same whatever the padding: what --bucket_width needs.
     token_mean: bool = False
 
+    @property
+    def uses_teacher(self) -> bool:
+        """False for the no-distillation ablation (gold labels only)."""
+        return self.hidden_weight + self.attention_weight + self.pred_weight > 0
+
     def __post_init__(self):
         p = []
         for name in ("hidden_weight", "attention_weight", "pred_weight", "label_weight"):

@@ -106,6 +106,13 @@ class LoopSpec:
     eval_batch_size: int = 64
     rank: int = 0
     group_size: int = 1
+    # Length buckets: True compiles one graph with S left open; False one static graph per
+    # length. MindSpore 2.10 cannot compile the open-length graph when the loss runs a single
+    # network (fine-tuning, or distillation without a teacher term): its parameter-elimination
+    # pass fails with "The pointer[manager] is null" (tests/test_distill.py reproduces the
+    # working cases). Static graphs each keep their own memory, so such runs should use few
+    # lengths (a wide --bucket_width).
+    open_length: bool = True
 
 
 def steps_per_epoch(records_dir: str, tcfg: TrainConfig, group_size: int = 1) -> int:
@@ -144,8 +151,11 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
         load_into(spec.train_cell, read_checkpoint(path), source=path)
         logger.info("resumed at step %d of %d (best %s)", state["step"], total, state["best"])
     state["total_steps"] = total  # step == total_steps in state.json: the run is complete
-    if t.bucket_width:
+    if t.bucket_width and spec.open_length:
         spec.train_cell.set_inputs(*any_length_inputs(spec.run.task, t.batch_size))
+    elif t.bucket_width:
+        logger.info("length buckets: one static graph per length (%d lengths at most)",
+                    -(-t.max_seq_length // t.bucket_width))
     spec.train_cell.set_train(True)
     step = state["step"]
     train_time = 0.0  # seconds in training steps only (evaluations excluded)
@@ -231,14 +241,18 @@ def start_run(args):
     return rank, group, cli.train_config(args, meta["max_seq_length"])
 
 
-def train_and_report(args, cell, network, run: RunConfig, rank: int, group: int, log_name: str) -> dict:
-    """Prepare the output folder (once every input was checked), run fit(), log the result."""
+def train_and_report(args, cell, network, run: RunConfig, rank: int, group: int, log_name: str,
+                     open_length: bool = True) -> dict:
+    """Prepare the output folder (once every input was checked), run fit(), log the result.
+
+    ``open_length``: see LoopSpec."""
     from . import cli
     if rank == 0:
         prepare_output_dir(args.output_dir, cli.run_identity(args), args.resume, args.overwrite)
         cli.log_to_file(os.path.join(args.output_dir, log_name))
     state = fit(LoopSpec(cell, network, run, run.train, args.data_dir, args.dataset_type, args.output_dir,
-                         args.eval_batch_size, rank, group), resume=args.resume, stop_after=args.stop_after)
+                         args.eval_batch_size, rank, group, open_length),
+                resume=args.resume, stop_after=args.stop_after)
     if rank == 0 and state["best"] is not None:
         logger.info("done: best %s %.5f at step %s -> %s", run.task, state["best"], state["best_step"],
                     os.path.join(args.output_dir, "best.ckpt"))
