@@ -35,7 +35,9 @@ def work(tmp_path_factory):
 def test_import_finetune_distil_eval_export(work):
     d = work
     common = ["--task_name", "sts-b", "--data_dir", str(d / "data"), "--train_batch_size", "16"]
+    # length buckets of 16 at S=32: the static-graph-per-length path of one-network losses
     run("finetune.py", *common, "--model", str(d / "bb" / "bb.ckpt"), "--output_dir", str(d / "teacher"),
+        "--bucket_width", "16",
         "--max_steps", "4", "--learning_rate", "1e-4")
     for f in ("best.ckpt", "best.json", "last.ckpt", "last.json", "train_state.ckpt", "state.json", "metrics.json",
               "run.json", "finetune.log"):
