@@ -50,7 +50,17 @@ RECIPES = {
     "2-2-8-tokens": (["--token_mean"], "2-2-8, hidden/attention MSE over real tokens only"),
     "2-2-8-buckets": (["--token_mean", "--bucket_width", "16"],
                       "2-2-8-tokens on length-grouped batches cut to a multiple of 16 (faster)"),
+    "2-2-8-gold": (["--label_weight", "1"], "2-2-8 plus cross-entropy / MSE on the gold labels"),
+    "2-2-8-two-stage": ([], "2-2-8, hidden + attention terms first, then the prediction term"),
+    "2-2-8-buckets-two-stage": (["--token_mean", "--bucket_width", "16"], "2-2-8-two-stage on length buckets"),
 }
+
+# Recipes run as several train.py runs (TinyBERT's two-stage distillation): extra flags per
+# stage; each stage gets an equal share of --epoch_size (the same compute as one run) and
+# starts its student from the previous stage's last checkpoint. The row reports the last stage.
+_INTERMEDIATE, _PREDICTION = ["--pred_weight", "0"], ["--hidden_weight", "0", "--attention_weight", "0"]
+STAGES = {"2-2-8-two-stage": [_INTERMEDIATE, _PREDICTION],
+          "2-2-8-buckets-two-stage": [_INTERMEDIATE, _PREDICTION]}
 
 # Headline metric of each task (the one the paper and issue tables report).
 HEADLINE = {"sts-b": "pearson", "mrpc": "f1", "sst-2": "acc", "rte": "acc", "cola": "mcc", "qnli": "acc",
@@ -171,16 +181,22 @@ def prepare_task(args, task):
 def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
     """One distillation run, its packed export, and its results row."""
     flags, _ = RECIPES[recipe]
-    run_dir = os.path.join(args.work_dir, task, f"{recipe}-lr{args.learning_rate:g}-e{args.epoch_size:g}-s{seed}")
+    stages = STAGES.get(recipe, [[]])
+    top = os.path.join(args.work_dir, task, f"{recipe}-lr{args.learning_rate:g}-e{args.epoch_size:g}-s{seed}")
     log = os.path.join(args.work_dir, task, "runner.log")
-    cmd = train_cmd("train.py", run_dir, ["--task_name", task, "--teacher_model", teacher, "--data_dir", data,
-                                          "--learning_rate", str(args.learning_rate), "--epoch_size",
-                                          str(args.epoch_size), "--seed", str(seed)] + flags
-                    + (["--eval_step", str(args.eval_step)] if args.eval_step else [])
-                    + (["--max_steps", str(args.max_steps)] if args.max_steps else []))
     t0 = time.time()
-    if cmd:
-        run(cmd, log)
+    init = []
+    for k, stage_flags in enumerate(stages, 1):
+        run_dir = top if len(stages) == 1 else os.path.join(top, f"stage{k}")
+        cmd = train_cmd("train.py", run_dir, ["--task_name", task, "--teacher_model", teacher, "--data_dir", data,
+                                              "--learning_rate", str(args.learning_rate), "--epoch_size",
+                                              f"{args.epoch_size / len(stages):g}", "--seed", str(seed)]
+                        + flags + stage_flags + init
+                        + (["--eval_step", str(args.eval_step)] if args.eval_step else [])
+                        + (["--max_steps", str(args.max_steps)] if args.max_steps else []))
+        if cmd:
+            run(cmd, log)
+        init = ["--student_model", os.path.join(run_dir, "last.ckpt")]
     packed = os.path.join(run_dir, "export", "best")
     if not os.path.isfile(packed + ".size.json"):
         run(["export.py", "--checkpoint", os.path.join(run_dir, "best.ckpt"), "--output", packed,
@@ -198,6 +214,7 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
             "fp32_MB": size["fp32_MB"], "packed_MB": size["packed_MB"],
             "samples_per_s": statistics.median(speeds) if speeds else None,
             "runner_wall_s": round(time.time() - t0, 1), "train_flags": flags,
+            "stage_flags": stages if len(stages) > 1 else None,
             "max_steps": args.max_steps or None, "examples_limit": args.limit or None,
             "commit": git_commit(), "machine": f"{os.cpu_count()} cores, {args.device_note}"}
 

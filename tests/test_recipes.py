@@ -55,29 +55,39 @@ def test_bad_results_line_names_file_and_line(tmp_path):
 def test_runner_smoke_and_resume(tmp_path):
     hf = minilm_slice(str(tmp_path / "minilm2"))
     results = tmp_path / "rows.jsonl"
-    cmd = [sys.executable, "benchmarks/run_recipes.py", "--tasks", "sts-b", "--recipes", "2-2-8", "8-8-8",
+    cmd = [sys.executable, "benchmarks/run_recipes.py", "--tasks", "sts-b", "--recipes", "2-2-8", "8-8-8", "2-2-8-two-stage",
            "--backbone", hf, "--glue_dir", GLUE, "--work_dir", str(tmp_path / "work"), "--results", str(results),
            "--limit", "48", "--max_seq_length", "32", "--max_steps", "2", "--epoch_size", "1"]
     env = dict(os.environ, GLOG_v="3")
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rows = run_recipes.load_rows(str(results))
-    assert [(r["task"], r["recipe"]) for r in rows] == [("sts-b", "2-2-8"), ("sts-b", "8-8-8")]
+    assert [(r["task"], r["recipe"]) for r in rows] == [("sts-b", "2-2-8"), ("sts-b", "8-8-8"),
+                                                        ("sts-b", "2-2-8-two-stage")]
     teacher_eval = json.load(open(tmp_path / "work" / "sts-b" / "teacher-ft" / "best.eval.json"))
     for r in rows:
         run_dir = tmp_path / "work" / "sts-b" / f"{r['recipe']}-lr0.0001-e1-s42"
+        if r["recipe"] == "2-2-8-two-stage":
+            run_dir = run_dir / "stage2"  # the row reports the last stage
         hist = json.load(open(run_dir / "metrics.json"))
         assert r["teacher"] == teacher_eval["pearson"] and r["final"] == hist[-1]["pearson"]
         assert r["best"] == max(hist, key=lambda h: h["select"])["pearson"]
         assert round(r["packed_MB"] * 1e6) == os.path.getsize(run_dir / "export" / "best.tbq")  # MB to 6 places
-    ternary, eight = rows
+    ternary, eight, staged = rows
     assert ternary["packed_MB"] < eight["packed_MB"] < ternary["fp32_MB"]
+    # two stages: intermediate terms only, then prediction only from stage 1's last checkpoint
+    work = tmp_path / "work" / "sts-b" / "2-2-8-two-stage-lr0.0001-e1-s42"
+    s1, s2 = (json.load(open(work / f"stage{k}" / "run.json")) for k in (1, 2))
+    assert (s1["pred_weight"], s1["hidden_weight"], s1["attention_weight"]) == (0.0, 1.0, 1.0), s1
+    assert (s2["pred_weight"], s2["hidden_weight"], s2["attention_weight"]) == (1.0, 0.0, 0.0), s2
+    assert s2["student_model"] == str(work / "stage1" / "last.ckpt") and s1["student_model"] is None
+    assert s1["epoch_size"] == s2["epoch_size"] == 0.5
     # everything is done: a second start adds no row and runs no training
     log = tmp_path / "work" / "sts-b" / "runner.log"
     before = log.stat().st_size
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "every requested row" in p.stderr
-    assert len(run_recipes.load_rows(str(results))) == 2 and log.stat().st_size == before
+    assert len(run_recipes.load_rows(str(results))) == 3 and log.stat().st_size == before
 
 
 def test_unknown_task_and_missing_results_are_refused_before_any_work(tmp_path):
