@@ -67,7 +67,7 @@ def main(argv=None):
         written.append(args.output + ".size.json")
         logger.info("%s", report)
     for p in written:
-        logger.info("wrote %s (%.2f MB)", p, os.path.getsize(p) / 1e6)
+        logger.info("wrote %s (%d bytes)", p, os.path.getsize(p))
     return written
 
 
