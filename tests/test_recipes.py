@@ -57,7 +57,8 @@ def test_runner_smoke_and_resume(tmp_path):
     results = tmp_path / "rows.jsonl"
     cmd = [sys.executable, "benchmarks/run_recipes.py", "--tasks", "sts-b", "--recipes", "2-2-8", "8-8-8", "2-2-8-two-stage",
            "--backbone", hf, "--glue_dir", GLUE, "--work_dir", str(tmp_path / "work"), "--results", str(results),
-           "--limit", "48", "--max_seq_length", "32", "--max_steps", "2", "--epoch_size", "1"]
+           "--limit", "48", "--max_seq_length", "32", "--max_steps", "2", "--epoch_size", "1",
+           "--teacher_bucket_width", "16"]
     env = dict(os.environ, GLOG_v="3")
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -65,6 +66,8 @@ def test_runner_smoke_and_resume(tmp_path):
     assert [(r["task"], r["recipe"]) for r in rows] == [("sts-b", "2-2-8"), ("sts-b", "8-8-8"),
                                                         ("sts-b", "2-2-8-two-stage")]
     teacher_eval = json.load(open(tmp_path / "work" / "sts-b" / "teacher-ft" / "best.eval.json"))
+    assert json.load(open(tmp_path / "work" / "sts-b" / "teacher-ft" / "run.json"))["bucket_width"] == 16
+    assert all(r["teacher_source"].endswith("length buckets of 16") for r in rows)
     for r in rows:
         run_dir = tmp_path / "work" / "sts-b" / f"{r['recipe']}-lr0.0001-e1-s42"
         if r["recipe"] == "2-2-8-two-stage":
