@@ -109,9 +109,9 @@ class LoopSpec:
     # Length buckets: True compiles one graph with S left open; False one static graph per
     # length. MindSpore 2.10 cannot compile the open-length graph when the loss runs a single
     # network (fine-tuning, or distillation without a teacher term): its parameter-elimination
-    # pass fails with "The pointer[manager] is null" (tests/test_distill.py reproduces the
-    # working cases). Static graphs each keep their own memory, so such runs should use few
-    # lengths (a wide --bucket_width).
+    # pass fails with "The pointer[manager] is null" (tests/test_distill.py trains both paths
+    # and checks that the failure persists). Static graphs each keep their own memory, so
+    # such runs should use few lengths (a wide --bucket_width).
     open_length: bool = True
 
 
