@@ -350,6 +350,8 @@ def main(argv=None):
     ap.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     ap.add_argument("--svg", default=os.path.join(ROOT, "benchmarks", "results", "size_vs_metric.svg"))
     args = ap.parse_args(argv)
+    if args.teacher_bucket_width < 0:
+        ap.error(f"--teacher_bucket_width must be >= 0 (0 = padded batches), got {args.teacher_bucket_width}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     if args.render:
         table, svg = render(args.results, args.readme, args.svg)

@@ -186,13 +186,18 @@ def test_graph_step_takes_batches_of_several_lengths(graph):
         assert np.isfinite(ls).all() and np.mean(ls[-3:]) < 0.6 * ls[0], (s, ls)
 
 
-def test_single_network_loss_trains_on_static_graphs_per_length(graph):
-    """Fine-tuning (one network in the loss) with length buckets: one static graph per S."""
-    rng = np.random.RandomState(6)
+def _finetune_step(rng):
+    """A fine-tuning step (TaskLoss: one network in the loss) on a tiny float classifier."""
     net = BertForSequenceClassification(tiny_config(2), QuantConfig.full_precision())
     randomize(net, rng, scale=0.3)
     tcfg = TrainConfig(learning_rate=5e-3, warmup_ratio=0.0, weight_decay=0.0)
-    step = TrainOneStep(TaskLoss(net), build_optimizer(net.trainable_params(), tcfg, 1000), 1.0)
+    return TrainOneStep(TaskLoss(net), build_optimizer(net.trainable_params(), tcfg, 1000), 1.0)
+
+
+def test_single_network_loss_trains_on_static_graphs_per_length(graph):
+    """Fine-tuning (one network in the loss) with length buckets: one static graph per S."""
+    rng = np.random.RandomState(6)
+    step = _finetune_step(rng)
     step.set_train(True)
     for s, ls in _two_length_losses(step, rng, regression=False).items():
         assert np.isfinite(ls).all() and np.mean(ls[-3:]) < 0.6 * ls[0], (s, ls)
@@ -203,9 +208,7 @@ def test_mindspore_still_fails_open_length_single_network_graph(graph):
     compile the open-length step of a one-network loss. When this test fails, MindSpore has
     fixed it: drop the static-graph path."""
     rng = np.random.RandomState(7)
-    net = BertForSequenceClassification(tiny_config(2), QuantConfig.full_precision())
-    tcfg = TrainConfig(learning_rate=5e-3, warmup_ratio=0.0, weight_decay=0.0)
-    step = TrainOneStep(TaskLoss(net), build_optimizer(net.trainable_params(), tcfg, 1000), 1.0)
+    step = _finetune_step(rng)
     step.set_inputs(*any_length_inputs("cola", 4))
     step.set_train(True)
     ids, mask, seg = tiny_batch(rng, b=4, s=8)
