@@ -54,6 +54,12 @@ RECIPES = {
     "2-2-8-two-stage": ([], "2-2-8, hidden + attention terms first, then the prediction term"),
     "2-2-8-buckets-two-stage": (["--token_mean", "--bucket_width", "16"], "2-2-8-two-stage on length buckets"),
 }
+# The ablations and variants again on length buckets ("2-2-8-buckets-no-kd", ...): same flags plus
+# the bucket ones, so they compare with "2-2-8-buckets" at about half the CPU time of padded runs.
+RECIPES.update({"2-2-8-buckets" + name[len("2-2-8"):]: (RECIPES["2-2-8-buckets"][0] + flags, desc + ", on length buckets")
+                for name, (flags, desc) in list(RECIPES.items())
+                if name in ("2-2-8-lat", "2-2-8-layer-emb", "2-2-8-no-attn", "2-2-8-no-kd", "2-2-8-gold")})
+RECIPES["8-8-8-buckets"] = (RECIPES["2-2-8-buckets"][0] + RECIPES["8-8-8"][0], "8-8-8 on length buckets")
 
 # Recipes run as several train.py runs (TinyBERT's two-stage distillation): extra flags per
 # stage; each stage gets an equal share of --epoch_size (the same compute as one run) and
