@@ -40,7 +40,7 @@ def build_step(quant="2-2-8", ternarizer="twn", token_mean=False):
     teacher = BertForSequenceClassification(with_dropout(cfg, 0.0), QuantConfig.full_precision())
     student = BertForSequenceClassification(with_dropout(cfg, 0.0), qcfg)
     loss = DistillLoss(student, teacher, DistillConfig(token_mean=token_mean))
-    opt = build_optimizer(student.trainable_params(), TrainConfig(), 1000)
+    opt = build_optimizer(student, TrainConfig(), 1000)
     step = TrainOneStep(loss, opt, 1.0, student, qcfg)
     step.set_train()
     return step, cfg

@@ -43,6 +43,7 @@ RECIPES = {
     "2-2-8-layer-emb": (["--embedding_granularity", "layer"], "2-2-8, one scale for the whole word embedding"),
     "2-2-8-ema": (["--act_mode", "asymmetric_ema"], "2-2-8, asymmetric EMA activation ranges"),
     "2-2-8-no-ste-mask": (["--no_ste_mask"], "2-2-8, STE passes gradients outside the clip"),
+    "2-2-8-learned": (["--act_mode", "learned"], "2-2-8, learned activation clips (fixed ranges, LSQ gradient)"),
     "2-2-8-no-attn": (["--attention_weight", "0"], "ablation: no attention-score term"),
     "2-2-8-no-kd": (["--hidden_weight", "0", "--attention_weight", "0", "--pred_weight", "0",
                      "--label_weight", "1"], "ablation: no distillation, gold labels only"),
@@ -58,7 +59,8 @@ RECIPES = {
 # the bucket ones, so they compare with "2-2-8-buckets" at about half the CPU time of padded runs.
 RECIPES.update({"2-2-8-buckets" + name[len("2-2-8"):]: (RECIPES["2-2-8-buckets"][0] + flags, desc + ", on length buckets")
                 for name, (flags, desc) in list(RECIPES.items())
-                if name in ("2-2-8-lat", "2-2-8-layer-emb", "2-2-8-no-attn", "2-2-8-no-kd", "2-2-8-gold")})
+                if name in ("2-2-8-lat", "2-2-8-layer-emb", "2-2-8-no-attn", "2-2-8-no-kd", "2-2-8-gold",
+                            "2-2-8-learned")})
 RECIPES["8-8-8-buckets"] = (RECIPES["2-2-8-buckets"][0] + RECIPES["8-8-8"][0], "8-8-8 on length buckets")
 
 # Recipes run as several train.py runs (TinyBERT's two-stage distillation): extra flags per

@@ -13,7 +13,7 @@ network by cell type in src/tinybert_model.py; this module trains that network:
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -21,6 +21,7 @@ from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 
 from .config import DistillConfig, QuantConfig, TrainConfig
 from .tinybert_model import QuantDense, QuantEmbedding
+from .quant import ActQuant
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> Tuple[List[int], List[int]]:
@@ -174,14 +175,22 @@ class WarmupLinearLR(LearningRateSchedule):
         return self.lr * decay
 
 
-def build_optimizer(params: Sequence[ms.Parameter], tcfg: TrainConfig, total_steps: int):
-    """AdamWeightDecay with decay on matrices only (biases and LayerNorm are 1-D: no decay)."""
-    params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if len(p.shape) >= 2]
-    no_decay = [p for p in params if len(p.shape) < 2]
-    groups = [{"params": decay, "weight_decay": tcfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    lr = WarmupLinearLR(tcfg.learning_rate, int(total_steps * tcfg.warmup_ratio), total_steps)
+def build_optimizer(net: nn.Cell, tcfg: TrainConfig, total_steps: int, qcfg: QuantConfig = None):
+    """AdamWeightDecay over ``net``'s trainable parameters, decay on matrices only (biases and
+    LayerNorm are 1-D: no decay). Learned activation clips (chosen by cell type) form a third
+    group without decay at ``qcfg.act_clip_lr_scale`` times the learning rate."""
+    clip_ids = {id(p) for _, cell in net.cells_and_names() if isinstance(cell, ActQuant)
+                for p in cell.trainable_params()}
+    params = [p for p in net.trainable_params() if id(p) not in clip_ids]
+    warmup = int(total_steps * tcfg.warmup_ratio)
+    groups = [{"params": [p for p in params if len(p.shape) >= 2], "weight_decay": tcfg.weight_decay},
+              {"params": [p for p in params if len(p.shape) < 2], "weight_decay": 0.0}]
+    if clip_ids:
+        if qcfg is None:
+            raise ValueError("the network has learned activation clips: build_optimizer needs its QuantConfig")
+        groups.append({"params": [p for p in net.trainable_params() if id(p) in clip_ids], "weight_decay": 0.0,
+                       "lr": WarmupLinearLR(tcfg.learning_rate * qcfg.act_clip_lr_scale, warmup, total_steps)})
+    lr = WarmupLinearLR(tcfg.learning_rate, warmup, total_steps)
     return nn.AdamWeightDecay(groups, learning_rate=lr, beta1=0.9, beta2=0.999, eps=tcfg.adam_eps)
 
 

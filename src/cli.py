@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from .config import DistillConfig, QuantConfig, TrainConfig, TASKS, get_task
+from .config import ACT_MODES, DistillConfig, QuantConfig, TrainConfig, TASKS, get_task
 
 
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -92,8 +92,12 @@ def add_quant_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--weight_clip", type=float, default=d.weight_clip)
     g.add_argument("--no_ste_mask", action="store_true",
                    help="pass the STE gradient also where |w| > weight_clip (model_zoo behaviour)")
-    g.add_argument("--act_mode", default=d.act_mode, choices=["symmetric", "asymmetric_ema"])
+    g.add_argument("--act_mode", default=d.act_mode, choices=list(ACT_MODES),
+                   help="symmetric: per-batch max-abs range; asymmetric_ema: EMA of batch min/max; "
+                        "learned: a trained fixed range per node (LSQ gradient)")
     g.add_argument("--act_clip", type=float, default=d.act_clip)
+    g.add_argument("--act_clip_lr_scale", type=float, default=d.act_clip_lr_scale,
+                   help="learned clips train at learning_rate x this")
 
 
 def add_distill_args(ap: argparse.ArgumentParser) -> None:
@@ -113,7 +117,8 @@ def quant_config(args) -> QuantConfig:
                        act_bits=args.act_bits, ternarizer=args.ternarizer,
                        embedding_granularity=args.embedding_granularity,
                        weight_clip=args.weight_clip, ste_mask=not args.no_ste_mask,
-                       act_mode=args.act_mode, act_clip=args.act_clip)
+                       act_mode=args.act_mode, act_clip=args.act_clip,
+                       act_clip_lr_scale=args.act_clip_lr_scale)
 
 
 def distill_config(args) -> DistillConfig:

@@ -100,6 +100,9 @@ class BertConfig:
                    layer_norm_eps=hf.get("layer_norm_eps", 1e-12), num_labels=num_labels)
 
 
+ACT_MODES = ("symmetric", "asymmetric_ema", "learned")
+
+
 @dataclass
 class QuantConfig:
     """What is quantized, and how. All 32 means the float model, exactly."""
@@ -110,9 +113,12 @@ class QuantConfig:
     embedding_granularity: str = "row"  # row: one scale per token; layer: one per table
     weight_clip: float = 2.5      # weights are clipped to [-c, c] before quantizing
     ste_mask: bool = True         # zero the STE gradient where |w| > c
-    act_mode: str = "symmetric"   # symmetric (per-batch max-abs) | asymmetric_ema
-    act_clip: float = 2.5         # symmetric clip; initial +-range of the EMA observer
+    act_mode: str = "symmetric"   # symmetric (per-batch max-abs) | asymmetric_ema | learned
+    act_clip: float = 2.5         # symmetric clip; initial +-range of the EMA observer / learned clip
     act_ema_decay: float = 0.999
+    # learned clips train at learning_rate x this: Adam moves a parameter by about its learning
+    # rate per step, so at the weights' 1e-4 a clip of 2.5 would move by < 0.1 in a whole run
+    act_clip_lr_scale: float = 10.0
     lat_iters: int = 10
     lat_eps: float = 1e-6
     # True for a network rebuilt from a packed file: its weights already hold q(w), so the
@@ -132,8 +138,10 @@ class QuantConfig:
         if self.embedding_granularity not in ("row", "layer"):
             p.append(f"embedding_granularity must be 'row' or 'layer', got "
                      f"{self.embedding_granularity!r}")
-        if self.act_mode not in ("symmetric", "asymmetric_ema"):
-            p.append(f"act_mode must be 'symmetric' or 'asymmetric_ema', got {self.act_mode!r}")
+        if self.act_mode not in ACT_MODES:
+            p.append(f"act_mode must be one of {', '.join(ACT_MODES)}, got {self.act_mode!r}")
+        if not self.act_clip_lr_scale > 0:
+            p.append(f"act_clip_lr_scale must be > 0, got {self.act_clip_lr_scale}")
         if not self.weight_clip > 0 or not self.act_clip > 0:
             p.append("weight_clip and act_clip must be > 0")
         if not 0.0 < self.act_ema_decay < 1.0:

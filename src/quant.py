@@ -152,8 +152,25 @@ def fake_quant_asymmetric(x, lo, hi, bits: int = 8):
     return ops.round((xc - lo) * (levels / r)) * (r / levels) + lo
 
 
+def fake_quant_fixed(x, clip, bits: int = 8):
+    """Symmetric fake-quant on a fixed range [-clip, clip] (clip: a scalar tensor): s = clip / 127.
+
+    Unlike ``fake_quant_symmetric`` the scale does not depend on the batch, so a quantized
+    prediction does not depend on the padding or on the other sentences of its batch.
+    """
+    levels = float(2 ** (bits - 1) - 1)
+    xc = ops.minimum(ops.maximum(x, -clip), clip)
+    return ops.round(xc * (levels / clip)) * (clip / levels)
+
+
 class _ActSTE(nn.Cell):
-    """Fake-quant forward; gradient passes where lo <= x <= hi, zero outside."""
+    """Fake-quant forward; gradient passes where lo <= x <= hi, zero outside.
+
+    ``learned``: hi is the learned clip a (a Parameter); its gradient is LSQ's (Esser et al.
+    2020) for s = a/127: dq/da = round(x/s) - x/s over 127 inside the range, sign(x) outside,
+    summed against dout and scaled by 1/sqrt(numel * 127) so that it stays of the order of
+    one weight's gradient (it enters the global-norm clipping with them).
+    """
 
     def __init__(self, mode: str, bits: int, clip: float, bounded: bool):
         super().__init__()
@@ -165,16 +182,27 @@ class _ActSTE(nn.Cell):
     def construct(self, x, lo, hi):
         if self.mode == "symmetric":
             return fake_quant_symmetric(x, self.clip, self.bits, self.bounded)
+        if self.mode == "learned":
+            return fake_quant_fixed(x, hi, self.bits)
         return fake_quant_asymmetric(x, lo, hi, self.bits)
 
     def bprop(self, x, lo, hi, out, dout):
         if self.bounded:
             return dout, ops.zeros_like(lo), ops.zeros_like(hi)  # nothing is clipped
-        if self.mode == "symmetric":
-            inside = ops.abs(x) <= hi
-        else:
+        if self.mode == "asymmetric_ema":
             inside = ops.logical_and(x >= lo, x <= hi)
-        return dout * ops.cast(inside, dout.dtype), ops.zeros_like(lo), ops.zeros_like(hi)
+        else:
+            inside = ops.abs(x) <= hi
+        inside = ops.cast(inside, dout.dtype)
+        dx = dout * inside
+        if self.mode != "learned":
+            return dx, ops.zeros_like(lo), ops.zeros_like(hi)
+        levels = float(2 ** (self.bits - 1) - 1)
+        v = x * (levels / hi)  # x / s
+        dq_da = inside * (ops.round(v) - v) / levels + (1.0 - inside) * ops.sign(x)
+        scale = 1.0 / (float(x.size) * levels) ** 0.5
+        da = (dout * dq_da).reshape(-1, x.shape[-1]).sum(axis=-1).sum() * scale
+        return dx, ops.zeros_like(lo), ops.reshape(da, hi.shape)
 
 
 class ActQuant(nn.Cell):
@@ -183,6 +211,8 @@ class ActQuant(nn.Cell):
     symmetric: per-batch max-abs after clipping to [-act_clip, act_clip] (stateless).
     asymmetric_ema: [lo, hi] tracked by an EMA of batch min/max while training (state saved in
     checkpoints as ``<node>.ema_lo`` / ``ema_hi``), initialised at +-act_clip, frozen in eval.
+    learned: a fixed range [-a, a] with a trained by gradient (``<node>.clip``, initialised at
+    act_clip; at min(act_clip, 1) for softmax probabilities).
     """
 
     def __init__(self, qcfg: QuantConfig, bounded: bool = False):
@@ -192,7 +222,11 @@ class ActQuant(nn.Cell):
         # bounded: inputs known to lie in [0, 1] <= act_clip (softmax probabilities)
         self.fq = _ActSTE(qcfg.act_mode, qcfg.act_bits, qcfg.act_clip, bounded and qcfg.act_clip >= 1)
         c = qcfg.act_clip
-        if self.mode == "asymmetric_ema":
+        if self.mode == "learned":
+            self.lo = ms.Tensor(0.0, ms.float32)  # unused
+            # shape (1,), not a scalar: the fused AdamWeightDecay of graph mode rejects 0-d parameters
+            self.clip = ms.Parameter(ms.Tensor([min(c, 1.0) if bounded else c], ms.float32), name="clip")
+        elif self.mode == "asymmetric_ema":
             self.ema_lo = ms.Parameter(ms.Tensor(-c, ms.float32), name="ema_lo", requires_grad=False)
             self.ema_hi = ms.Parameter(ms.Tensor(c, ms.float32), name="ema_hi", requires_grad=False)
         else:
@@ -202,6 +236,9 @@ class ActQuant(nn.Cell):
     def construct(self, x):
         if self.mode == "symmetric":
             return self.fq(x, self.lo, self.hi)
+        if self.mode == "learned":
+            # kept away from 0: the scale divides by it
+            return self.fq(x, self.lo, ops.maximum(self.clip, 1e-3))
         lo = self.ema_lo
         hi = self.ema_hi
         if self.training:

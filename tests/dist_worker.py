@@ -35,7 +35,7 @@ def main(out, distributed):
     for n, p in student.parameters_and_names():
         if n in t:
             p.set_data(t[n].data.copy())
-    opt = build_optimizer(student.trainable_params(), TrainConfig(learning_rate=3e-3, warmup_ratio=0.0), 100)
+    opt = build_optimizer(student, TrainConfig(learning_rate=3e-3, warmup_ratio=0.0), 100)
     step = TrainOneStep(DistillLoss(student, teacher, DistillConfig()), opt, 1.0, student, quant)
     step.set_train(True)
     T = ms.Tensor

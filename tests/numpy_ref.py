@@ -42,6 +42,17 @@ def act_sym(x, clip, bits=8):
     return np.round(x * s) / s
 
 
+def act_fixed(x, clip, bits=8):
+    """Fake-quant on the fixed range [-clip, clip]; and LSQ's d q / d clip (Esser et al. 2020)."""
+    n = 2 ** (bits - 1) - 1
+    x = np.asarray(x, np.float64)
+    s = clip / n
+    q = np.round(np.clip(x, -clip, clip) / s) * s
+    inside = np.abs(x) <= clip
+    dq_dclip = np.where(inside, (np.round(x / s) - x / s) / n, np.sign(x))
+    return q, dq_dclip
+
+
 def act_asym(x, lo, hi, bits=8):
     s = (hi - lo) / (2 ** bits - 1)
     x = np.clip(np.asarray(x, np.float64), lo, hi)

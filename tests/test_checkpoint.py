@@ -102,6 +102,9 @@ def test_strict_loading_names_the_mismatch(tmp_path, pynative):
     save_network(net, str(tmp_path / "c.ckpt"), run)
     student, _ = load_network(str(tmp_path / "c.ckpt"), quant=QuantConfig(ternarizer="lat", act_mode="asymmetric_ema"))
     np.testing.assert_array_equal(student.bert.pooler.dense.weight.asnumpy(), net.bert.pooler.dense.weight.asnumpy())
+    student, _ = load_network(str(tmp_path / "c.ckpt"), quant=QuantConfig(act_mode="learned", act_clip=2.5))
+    attn = student.bert.encoder.layer[0].attention.self
+    assert attn.q_quant.clip.asnumpy() == 2.5 and attn.p_quant.clip.asnumpy() == 1.0  # initial values
 
 
 def _teacher_metric(tmp_path, task, max_len):

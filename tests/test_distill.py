@@ -122,7 +122,7 @@ def test_warmup_linear_schedule():
     np.testing.assert_allclose(got, [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
 
 
-def _train(quant, steps, lr=5e-3, seed=3, num_labels=1):
+def _train(quant, steps, lr=5e-3, seed=3, num_labels=1, adam_eps=1e-6):
     rng = np.random.RandomState(seed)
     teacher = BertForSequenceClassification(tiny_config(num_labels), QuantConfig.full_precision())
     randomize(teacher, rng, scale=0.3)
@@ -131,8 +131,8 @@ def _train(quant, steps, lr=5e-3, seed=3, num_labels=1):
     for n, p in student.parameters_and_names():
         if n in t_params:
             p.set_data(t_params[n].data.copy())
-    tcfg = TrainConfig(learning_rate=lr, warmup_ratio=0.0, weight_decay=0.0)
-    opt = build_optimizer(student.trainable_params(), tcfg, 1000)
+    tcfg = TrainConfig(learning_rate=lr, warmup_ratio=0.0, weight_decay=0.0, adam_eps=adam_eps)
+    opt = build_optimizer(student, tcfg, 1000, quant)
     step = TrainOneStep(DistillLoss(student, teacher, DistillConfig()), opt, 1.0, student, quant)
     step.set_train(True)
     ids, mask, seg = tiny_batch(rng, b=4, s=12)
@@ -142,12 +142,29 @@ def _train(quant, steps, lr=5e-3, seed=3, num_labels=1):
     return losses, before, teacher, student, opt
 
 
-def test_graph_distillation_lowers_loss_and_keeps_teacher_frozen(graph):
-    losses, before, teacher, student, _ = _train(QuantConfig(), 30)
+@pytest.mark.parametrize("act_mode", ["symmetric", "learned"])
+def test_graph_distillation_lowers_loss_and_keeps_teacher_frozen(graph, act_mode):
+    losses, before, teacher, student, _ = _train(QuantConfig(act_mode=act_mode), 30)
     assert losses[0] > 0.01  # the 2-2-8 student starts away from its teacher
     assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
     for n, p in teacher.parameters_and_names():
         np.testing.assert_array_equal(p.asnumpy(), before[n], err_msg=n)
+
+
+def test_learned_clips_train_at_their_own_learning_rate(pynative):
+    # MindSpore's AdamWeightDecay has no bias correction: its first step moves a parameter by
+    # lr * 0.1 g / (sqrt(0.001 g^2) + eps) = lr * 3.162 * sign(g) when |g| >> eps (eps 1e-14 here)
+    quant = QuantConfig(act_mode="learned", act_clip=2.0, act_clip_lr_scale=10.0)
+    before = {n: p.asnumpy().copy() for n, p in _train(quant, 0)[3].parameters_and_names()}
+    after = {n: p.asnumpy().copy() for n, p in _train(quant, 1, lr=1e-4, adam_eps=1e-14)[3].parameters_and_names()}
+    first = 1e-4 * 0.1 / np.sqrt(0.001)
+    clips = [n for n in after if n.endswith(".clip")]
+    # per layer: Q/K/V input, Q, K, probabilities, V, attention output, FFN in, FFN out; pooler
+    assert len(clips) == 2 * 8 + 1, clips
+    moved = np.array([abs(after[n] - before[n]).max() for n in clips])
+    np.testing.assert_allclose(moved, 10 * first, rtol=2e-3)
+    others = np.array([abs(after[n] - before[n]).max() for n in after if n not in clips])
+    assert others.max() <= first * 1.002 and np.isclose(others, first, rtol=2e-3).any()
 
 
 def test_lat_curvature_is_refreshed_from_adam(graph):
@@ -179,7 +196,7 @@ def test_graph_step_takes_batches_of_several_lengths(graph):
     student, teacher = _pair(rng, num_labels=1, quant=QuantConfig())
     tcfg = TrainConfig(learning_rate=5e-3, warmup_ratio=0.0, weight_decay=0.0)
     step = TrainOneStep(DistillLoss(student, teacher, DistillConfig(token_mean=True)),
-                        build_optimizer(student.trainable_params(), tcfg, 1000), 1.0)
+                        build_optimizer(student, tcfg, 1000), 1.0)
     step.set_inputs(*any_length_inputs("sts-b", 4))
     step.set_train(True)
     for s, ls in _two_length_losses(step, rng).items():
@@ -191,7 +208,7 @@ def _finetune_step(rng):
     net = BertForSequenceClassification(tiny_config(2), QuantConfig.full_precision())
     randomize(net, rng, scale=0.3)
     tcfg = TrainConfig(learning_rate=5e-3, warmup_ratio=0.0, weight_decay=0.0)
-    return TrainOneStep(TaskLoss(net), build_optimizer(net.trainable_params(), tcfg, 1000), 1.0)
+    return TrainOneStep(TaskLoss(net), build_optimizer(net, tcfg, 1000), 1.0)
 
 
 def test_single_network_loss_trains_on_static_graphs_per_length(graph):

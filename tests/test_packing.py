@@ -36,8 +36,9 @@ def _student(tmp_path, quant, rng):
 
 @pytest.mark.parametrize("quant", [QuantConfig(), QuantConfig(weight_bits=8, embedding_bits=8),
                                    QuantConfig(ternarizer="lat", embedding_granularity="layer",
-                                               act_mode="asymmetric_ema")],
-                         ids=["2-2-8-twn-row", "8-8-8", "2-2-8-lat-layer-ema"])
+                                               act_mode="asymmetric_ema"),
+                                   QuantConfig(act_mode="learned")],
+                         ids=["2-2-8-twn-row", "8-8-8", "2-2-8-lat-layer-ema", "2-2-8-learned-clips"])
 def test_eval_from_packed_equals_eval_from_checkpoint(tmp_path, graph, quant):
     rng = np.random.RandomState(0)
     run = _student(tmp_path, quant, rng)
@@ -48,6 +49,10 @@ def test_eval_from_packed_equals_eval_from_checkpoint(tmp_path, graph, quant):
                 p.set_data(T(np.abs(rng.randn(*p.shape)).astype(np.float32) + 0.1))
             if n.endswith("ema_lo"):
                 p.set_data(T(np.float32(-1.7)))
+    if quant.act_mode == "learned":  # clips away from their initial value
+        for n, p in net.parameters_and_names():
+            if n.endswith(".clip"):
+                p.set_data(T(rng.uniform(0.5, 3.0, size=(1,)).astype(np.float32)))
     save_packed(net, run, str(tmp_path / "s.tbq"))
     packed, prun = load_packed(str(tmp_path / "s.tbq"))
     assert prun.quant == run.quant
@@ -73,9 +78,10 @@ def test_fp16_side_parameters_and_size(tmp_path, graph):
                                   ln.astype(np.float16).astype(np.float32))
 
 
-def test_mindir_keeps_quantization_and_equals_eval(tmp_path, graph):
+@pytest.mark.parametrize("act_mode", ["symmetric", "learned"])
+def test_mindir_keeps_quantization_and_equals_eval(tmp_path, graph, act_mode):
     rng = np.random.RandomState(2)
-    _student(tmp_path, QuantConfig(), rng)
+    _student(tmp_path, QuantConfig(act_mode=act_mode), rng)
     net, _ = load_network(str(tmp_path / "s.ckpt"))
     net.set_train(False)
     fwd = LogitsOnly(net)
@@ -83,8 +89,9 @@ def test_mindir_keeps_quantization_and_equals_eval(tmp_path, graph):
     ms.export(fwd, *dyn, file_name=str(tmp_path / "m"), file_format="MINDIR")
     graph_cell = ms.nn.GraphCell(ms.load(str(tmp_path / "m.mindir")))
     float_net = BertForSequenceClassification(net.config, QuantConfig.full_precision())
-    for (_, p), (_, q) in zip(net.parameters_and_names(), float_net.parameters_and_names()):
-        q.set_data(p.data.copy())
+    src = dict(net.parameters_and_names())
+    for n, q in float_net.parameters_and_names():
+        q.set_data(src[n].data.copy())
     float_net.set_train(False)
     for b, s in ((4, 12), (2, 7)):  # dynamic batch and length
         ids, mask, seg = tiny_batch(rng, b=b, s=s)

@@ -88,6 +88,18 @@ def test_asymmetric_ema_activation_quant(pynative):
     np.testing.assert_allclose(node.ema_lo.asnumpy(), lo, rtol=1e-6)
 
 
+def test_learned_activation_quant_uses_its_clip_not_the_batch(pynative):
+    rng = np.random.RandomState(9)
+    x = (rng.randn(4, 6, 8) * 1.5).astype(np.float32)
+    node = ActQuant(QuantConfig(act_mode="learned", act_clip=2.0))
+    np.testing.assert_allclose(node(T(x)).asnumpy(), ref.act_fixed(x, 2.0)[0], rtol=1e-6, atol=1e-6)
+    node.clip.set_data(T(np.array([0.7], np.float32)))
+    np.testing.assert_allclose(node(T(x)).asnumpy(), ref.act_fixed(x, 0.7)[0], rtol=1e-6, atol=1e-6)
+    # a sentence quantizes the same alone as in its batch (the per-batch max-abs mode does not)
+    np.testing.assert_array_equal(node(T(x[:1])).asnumpy(), node(T(x)).asnumpy()[:1])
+    assert ActQuant(QuantConfig(act_mode="learned", act_clip=2.0), bounded=True).clip.asnumpy() == 1.0
+
+
 class _WLoss(nn.Cell):
     def __init__(self, q, g):
         super().__init__()
@@ -121,7 +133,7 @@ class _ALoss(nn.Cell):
         return (self.q(x) * self.g).sum()
 
 
-@pytest.mark.parametrize("mode", ["symmetric", "asymmetric_ema"])
+@pytest.mark.parametrize("mode", ["symmetric", "asymmetric_ema", "learned"])
 def test_activation_ste_gradient(pynative, mode):
     rng = np.random.RandomState(8)
     x = (rng.randn(4, 9) * 2).astype(np.float32)
@@ -131,3 +143,25 @@ def test_activation_ste_gradient(pynative, mode):
     node.set_train(False)  # keep the EMA range at its initial +-2.5
     grad = ms.grad(_ALoss(node, g))(T(x)).asnumpy()
     np.testing.assert_array_equal(grad, g * (np.abs(x) <= 2.5))
+
+
+def test_learned_clip_gradient_is_lsq(pynative):
+    rng = np.random.RandomState(10)
+    x = (rng.randn(3, 5, 8) * 1.2).astype(np.float32)
+    g = rng.randn(3, 5, 8).astype(np.float32)
+    node = ActQuant(QuantConfig(act_mode="learned", act_clip=1.5))
+    loss = _ALoss(node, g)
+    dx, (dclip,) = ms.grad(loss, grad_position=0, weights=node.trainable_params())(T(x))
+    _, dq_dclip = ref.act_fixed(x, 1.5)
+    np.testing.assert_array_equal(dx.asnumpy(), g * (np.abs(x) <= 1.5))
+    expect = (g * dq_dclip).sum() / np.sqrt(x.size * 127)
+    assert (np.abs(x) > 1.5).sum() > 5  # both parts of the gradient are exercised
+    np.testing.assert_allclose(dclip.asnumpy(), expect, rtol=1e-4)
+
+
+def test_bad_quant_config_names_the_field():
+    from src.config import ConfigError
+    with pytest.raises(ConfigError, match="act_mode must be one of symmetric, asymmetric_ema, learned, got 'pact'"):
+        QuantConfig(act_mode="pact")
+    with pytest.raises(ConfigError, match="act_clip_lr_scale must be > 0, got 0"):
+        QuantConfig(act_mode="learned", act_clip_lr_scale=0)
