@@ -153,7 +153,7 @@ def fake_quant_asymmetric(x, lo, hi, bits: int = 8):
 
 
 def fake_quant_fixed(x, clip, bits: int = 8):
-    """Symmetric fake-quant on a fixed range [-clip, clip] (clip: a scalar tensor): s = clip / 127.
+    """Symmetric fake-quant on a fixed range [-clip, clip] (clip: a one-element tensor): s = clip / 127.
 
     Unlike ``fake_quant_symmetric`` the scale does not depend on the batch, so a quantized
     prediction does not depend on the padding or on the other sentences of its batch.
