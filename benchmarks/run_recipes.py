@@ -287,8 +287,12 @@ def render_svg(rows, path):
     for i, task in enumerate(tasks):
         pts = [("fp32 teacher", rs[0]["fp32_MB"], statistics.mean(r["teacher"] for r in rs))
                for k, rs in groups.items() if k[0] == task][:1]
-        pts += [(k[1], statistics.mean(r["packed_MB"] for r in rs), statistics.mean(r["best"] for r in rs))
-                for k, rs in sorted(groups.items()) if k[0] == task]
+        keys = sorted(k for k in groups if k[0] == task)
+        # a recipe run at several learning rates / epoch counts gets them in its label
+        several = {k[1] for k in keys if sum(j[1] == k[1] for j in keys) > 1}
+        pts += [(k[1] + (f", lr {k[2]:g}, {k[3]:g} ep" if k[1] in several else ""),
+                 statistics.mean(r["packed_MB"] for r in groups[k]), statistics.mean(r["best"] for r in groups[k]))
+                for k in keys]
         xs = [math.log10(p[1]) for p in pts]
         ys = [p[2] for p in pts]
         x0, x1 = min(xs) - 0.1, max(xs) + 0.1
@@ -311,7 +315,11 @@ def render_svg(rows, path):
         for name, mb, val in pts:
             color = "#c00" if name == "fp32 teacher" else "#036"
             parts.append(f'<circle cx="{sx(math.log10(mb)):.1f}" cy="{sy(val):.1f}" r="3.5" fill="{color}"/>')
-            parts.append(f'<text x="{sx(math.log10(mb)) + 5:.1f}" y="{sy(val) - 5:.1f}">{name} '
+            x = sx(math.log10(mb))
+            # labels of right-hand points run leftwards, so they stay inside their panel
+            right = x > ox + w / 2
+            anchor = ' text-anchor="end"' if right else ""
+            parts.append(f'<text x="{x - 5 if right else x + 5:.1f}" y="{sy(val) - 5:.1f}"{anchor}>{name} '
                          f'({mb:.1f} MB, {100 * val:.2f})</text>')
     parts.append("</svg>")
     with open(path, "w") as f:

@@ -24,7 +24,8 @@ def test_table_mean_spread_gap_and_target(tmp_path):
             _row("rte", "2-2-8", 3, 0.574, 0.565), _row("mrpc", "8-8-8", 42, 0.844, 0.840, packed=23.0,
                                                           samples_per_s=12.0, runner_wall_s=120.0),
             _row("mrpc", "2-2-8", 42, 0.844, 0.800, max_steps=2),  # smoke row: never in the table
-            _row("rte", "2-2-8-no-attn", 1, 0.574, 0.550)]  # ablation: in the table, not the plot
+            _row("rte", "2-2-8-no-attn", 1, 0.574, 0.550),  # ablation: in the table, not the plot
+            dict(_row("rte", "2-2-8", 1, 0.574, 0.580), learning_rate=5e-5)]  # second lr of a recipe
     results = tmp_path / "r.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     readme = tmp_path / "README.md"
@@ -33,20 +34,22 @@ def test_table_mean_spread_gap_and_target(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
     lines = [ln for ln in table.splitlines() if ln.startswith("| rte") or ln.startswith("| mrpc")]
-    assert len(lines) == 3
-    mrpc, rte, rte_no_attn = lines
+    assert len(lines) == 4
+    mrpc, rte_lr5, rte, rte_no_attn = lines
+    assert "| 5e-05, 3 | 57.40 | 58.00 |" in rte_lr5
     assert "| 2-2-8-no-attn |" in rte_no_attn and "| 55.00 |" in rte_no_attn
     # rte: mean 56.50, sample std of (56.0, 57.0, 56.5) = 0.50, gap 57.40 - 56.50 = +0.90 -> within 1
     assert "| 57.40 | 56.50 ± 0.50 (3) | 56.50 ± 0.50 (3) | +0.90 | 56.68 (lr 5e-5) | yes |" in rte
     # mrpc 8-8-8: 84.40 vs 84.00, gap +0.40; the PyTorch reference is for 2-2-8 only
     assert "| 84.40 | 84.00 | 84.00 | +0.40 | — | yes | 23.00 | 12.0 | 2.0 | 42 |" in mrpc
-    # well-formed SVG with one point per Figure-1 recipe + the teacher, per task: rte (teacher,
-    # 2-2-8) and mrpc (teacher, 8-8-8); the ablation row is left out
+    # well-formed SVG with one point per Figure-1 recipe and lr + the teacher, per task: rte
+    # (teacher, 2-2-8 at two lrs, labelled apart) and mrpc (teacher, 8-8-8); no ablation row
     root = ET.parse(svg).getroot()
     circles = [e for e in root.iter() if e.tag.endswith("circle")]
-    assert len(circles) == 4
-    labels = "".join(e.text or "" for e in root.iter() if e.tag.endswith("text"))
-    assert "no-attn" not in labels and "8-8-8 (23.0 MB, 84.00)" in labels
+    assert len(circles) == 5
+    labels = [e.text or "" for e in root.iter() if e.tag.endswith("text")]
+    assert not any("no-attn" in t for t in labels) and "8-8-8 (23.0 MB, 84.00)" in labels
+    assert "2-2-8, lr 5e-05, 3 ep (5.0 MB, 58.00)" in labels and "2-2-8, lr 0.0001, 3 ep (5.0 MB, 56.50)" in labels
 
 
 def test_bad_results_line_names_file_and_line(tmp_path):
