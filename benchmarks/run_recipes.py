@@ -377,7 +377,8 @@ def main(argv=None):
     if args.render:
         table, svg = render(args.results, args.readme, args.svg)
         print(table)
-        logger.info("wrote %s and %s", args.readme, svg)
+        logger.info("wrote %s and %s", args.readme,
+                    svg or f"no plot (no row of the plotted recipes {', '.join(FIGURE_RECIPES)})")
         return 0
     for task in args.tasks:
         get_task(task)  # an unknown name fails here, before any hour-long step starts
