@@ -45,6 +45,7 @@ def test_table_mean_spread_gap_and_target(tmp_path):
     # well-formed SVG with one point per Figure-1 recipe and lr + the teacher, per task: rte
     # (teacher, 2-2-8 at two lrs, labelled apart) and mrpc (teacher, 8-8-8); no ablation row
     root = ET.parse(svg).getroot()
+    assert set(run_recipes.FIGURE_RECIPES) <= set(run_recipes.RECIPES)  # no stale name in the plot list
     circles = [e for e in root.iter() if e.tag.endswith("circle")]
     assert len(circles) == 5
     labels = [e.text or "" for e in root.iter() if e.tag.endswith("text")]
