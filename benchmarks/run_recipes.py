@@ -186,18 +186,24 @@ def prepare_task(args, task):
     return data, teacher, dict(read_json(metrics), source=source)
 
 
+def task_lr(args, task):
+    """--learning_rate, or the task table's distillation learning rate (what train.py would use)."""
+    return args.learning_rate if args.learning_rate is not None else get_task(task).distill_lr
+
+
 def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
     """One distillation run, its packed export, and its results row."""
+    lr = task_lr(args, task)
     flags, _ = RECIPES[recipe]
     stages = STAGES.get(recipe, [[]])
-    top = os.path.join(args.work_dir, task, f"{recipe}-lr{args.learning_rate:g}-e{args.epoch_size:g}-s{seed}")
+    top = os.path.join(args.work_dir, task, f"{recipe}-lr{lr:g}-e{args.epoch_size:g}-s{seed}")
     log = os.path.join(args.work_dir, task, "runner.log")
     t0 = time.time()
     init = []
     for k, stage_flags in enumerate(stages, 1):
         run_dir = top if len(stages) == 1 else os.path.join(top, f"stage{k}")
         cmd = train_cmd("train.py", run_dir, ["--task_name", task, "--teacher_model", teacher, "--data_dir", data,
-                                              "--learning_rate", str(args.learning_rate), "--epoch_size",
+                                              "--learning_rate", str(lr), "--epoch_size",
                                               f"{args.epoch_size / len(stages):g}", "--seed", str(seed)]
                         + flags + stage_flags + init
                         + (["--eval_step", str(args.eval_step)] if args.eval_step else [])
@@ -214,7 +220,7 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
     head = HEADLINE.get(task, "select")
     size = read_json(packed + ".size.json")
     speeds = [r["samples_per_s"] for r in hist if r.get("samples_per_s")]
-    return {"task": task, "recipe": recipe, "seed": seed, "learning_rate": args.learning_rate,
+    return {"task": task, "recipe": recipe, "seed": seed, "learning_rate": lr,
             "epochs": args.epoch_size, "metric": head, "teacher": teacher_metrics[head],
             "teacher_source": teacher_metrics["source"], "best": best[head], "best_step": best["step"],
             "final": hist[-1][head], "best_metrics": best, "evaluations": len(hist),
@@ -349,7 +355,8 @@ def main(argv=None):
     ap.add_argument("--tasks", nargs="+", default=["sts-b", "mrpc"])
     ap.add_argument("--recipes", nargs="+", default=["2-2-8"], choices=sorted(RECIPES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[42])
-    ap.add_argument("--learning_rate", type=float, default=1e-4)
+    ap.add_argument("--learning_rate", type=float, default=None,
+                    help="default: train.py's per task (the task table's distill_lr)")
     ap.add_argument("--epoch_size", type=float, default=3)
     ap.add_argument("--eval_step", type=int, default=0,
                     help="evaluate every N steps (default 0: once per epoch); for 1-epoch runs like SST-2")
@@ -386,7 +393,7 @@ def main(argv=None):
             for r in load_rows(args.results)}
     for task in args.tasks:
         todo = [(rec, s) for rec in args.recipes for s in args.seeds
-                if row_key(task, rec, s, args.learning_rate, args.epoch_size) not in done]
+                if row_key(task, rec, s, task_lr(args, task), args.epoch_size) not in done]
         if not todo:
             logger.info("%s: every requested row is in %s", task, args.results)
             continue

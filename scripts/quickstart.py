@@ -28,7 +28,7 @@ def main(argv=None):
     ap.add_argument("--max_seq_length", type=int, default=64)
     ap.add_argument("--teacher_steps", type=int, default=100)
     ap.add_argument("--student_steps", type=int, default=40)
-    ap.add_argument("--student_lr", type=float, default=1e-4)
+    ap.add_argument("--student_lr", type=float, default=None, help="default: train.py's for the task")
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     ap.add_argument("--overwrite", action="store_true", help="start again from nothing")
     args = ap.parse_args(argv)
@@ -56,8 +56,9 @@ def main(argv=None):
                       "--max_steps", str(args.teacher_steps), "--overwrite"]),
         ("distil", [py, "train.py", *dev, "--task_name", args.task_name,
                     "--teacher_model", os.path.join(teacher, "best.ckpt"), "--data_dir", data,
-                    "--output_dir", student, "--learning_rate", str(args.student_lr), "--epoch_size", "1",
-                    "--max_steps", str(args.student_steps), "--overwrite"]),
+                    "--output_dir", student, "--epoch_size", "1",
+                    "--max_steps", str(args.student_steps), "--overwrite"]
+                   + (["--learning_rate", str(args.student_lr)] if args.student_lr else [])),
         ("eval", [py, "eval.py", *dev, "--checkpoint", os.path.join(student, "best.ckpt"), "--data_dir", data]),
         ("export", [py, "export.py", *dev, "--checkpoint", os.path.join(student, "best.ckpt"),
                     "--output", os.path.join(out, "export", "student"), "--packed"]),

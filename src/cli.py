@@ -9,8 +9,9 @@ import argparse
 import logging
 import os
 import sys
+from typing import Optional
 
-from .config import ACT_MODES, DistillConfig, QuantConfig, TrainConfig, TASKS, get_task
+from .config import ACT_MODES, DEFAULT_DISTILL_LR, DistillConfig, QuantConfig, TrainConfig, TASKS, get_task
 
 
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -58,12 +59,17 @@ def add_data_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--eval_batch_size", type=int, default=32)
 
 
-def add_train_args(ap: argparse.ArgumentParser, lr: float, epochs: float) -> None:
+def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: float) -> None:
+    """lr None: the task table's distillation learning rate (TaskSpec.distill_lr)."""
     ap.add_argument("--output_dir", required=True)
     ap.add_argument("--epoch_size", type=float, default=epochs, help="epochs (may be fractional)")
     ap.add_argument("--train_batch_size", type=int, default=None,
                     help="default: the task table's (32; CoLA 16)")
-    ap.add_argument("--learning_rate", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
+    lr_help = (f"default {lr:g}" if lr is not None else
+               "default: the task table's, " + ", ".join(
+                   f"{t.name} {t.distill_lr:g}" for t in TASKS.values() if t.distill_lr != DEFAULT_DISTILL_LR)
+               + f", else {DEFAULT_DISTILL_LR:g}")
+    ap.add_argument("--learning_rate", type=float, default=lr, help=f"peak learning rate ({lr_help})")
     ap.add_argument("--warmup_ratio", type=float, default=0.1)
     ap.add_argument("--weight_decay", type=float, default=0.01)
     ap.add_argument("--eval_step", type=int, default=0, help="evaluate every N steps (0: per epoch)")
@@ -129,7 +135,8 @@ def distill_config(args) -> DistillConfig:
 
 def train_config(args, max_seq_length: int) -> TrainConfig:
     spec = get_task(args.task_name)
-    return TrainConfig(learning_rate=args.learning_rate, epochs=args.epoch_size,
+    lr = args.learning_rate if args.learning_rate is not None else spec.distill_lr
+    return TrainConfig(learning_rate=lr, epochs=args.epoch_size,
                        batch_size=args.train_batch_size or spec.batch_size,
                        warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
                        seed=args.seed, eval_steps=args.eval_step, max_seq_length=max_seq_length,
