@@ -31,10 +31,12 @@ def main(argv=None):
     from src.checkpoint import load_network
     from src.cell_wrapper import TaskLoss, TrainOneStep, build_optimizer
     from src.config import RunConfig
+    from src.glue import check_labels_usable
     from src.trainer import start_run, total_steps, train_and_report
 
     # configs (and device, data-parallel ranks, records check)
     rank, group, tcfg = start_run(args)
+    check_labels_usable(args.data_dir, reads_labels=True)
 
     # network (dropout as its config says, 0.1 for BERT)
     ms.set_seed(tcfg.seed)

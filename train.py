@@ -39,11 +39,13 @@ def main(argv=None):
     from src.checkpoint import load_network
     from src.cell_wrapper import DistillLoss, TrainOneStep, build_optimizer
     from src.config import RunConfig
+    from src.glue import check_labels_usable
     from src.trainer import start_run, total_steps, train_and_report
 
     # configs (and device, data-parallel ranks, records check)
     rank, group, tcfg = start_run(args)
     qcfg, dcfg = cli.quant_config(args), cli.distill_config(args)
+    check_labels_usable(args.data_dir, dcfg.uses_gold_labels)
 
     # networks: a frozen float teacher, a quantized student (dropout 0) initialised from a checkpoint
     ms.set_seed(tcfg.seed)

@@ -62,6 +62,12 @@ RECIPES.update({"2-2-8-buckets" + name[len("2-2-8"):]: (RECIPES["2-2-8-buckets"]
                 if name in ("2-2-8-lat", "2-2-8-layer-emb", "2-2-8-no-attn", "2-2-8-no-kd", "2-2-8-gold",
                             "2-2-8-learned")})
 RECIPES["8-8-8-buckets"] = (RECIPES["2-2-8-buckets"][0] + RECIPES["8-8-8"][0], "8-8-8 on length buckets")
+RECIPES["2-2-8-buckets-aug"] = (RECIPES["2-2-8-buckets"][0],
+                                "2-2-8-buckets on the training set plus altered copies (src/augment.py)")
+
+# Recipes that distil on augmented records: altered copies per training example
+# (scripts/convert_glue.py --augment_copies N, other augmentation settings at their defaults).
+AUGMENT = {"2-2-8-buckets-aug": 4}
 
 # Recipes run as several train.py runs (TinyBERT's two-stage distillation): extra flags per
 # stage; each stage gets an equal share of --epoch_size (the same compute as one run) and
@@ -147,6 +153,21 @@ def row_key(task, recipe, seed, lr, epochs):
     return (task, recipe, int(seed), float(lr), float(epochs))
 
 
+def records(args, task, copies=0):
+    """The task's converted records (with ``copies`` augmented copies per training example)."""
+    tdir = os.path.join(args.work_dir, task)
+    max_len = args.max_seq_length or get_task(task).max_seq_length
+    data = os.path.join(tdir, f"data-{max_len}" + (f"-aug{copies}" if copies else ""))
+    if not os.path.isfile(os.path.join(data, "meta.json")):
+        run(["scripts/convert_glue.py", "--task_name", task, "--data_dir", args.glue_dir, "--vocab_file",
+             os.path.join(tdir, "backbone", "vocab.txt"), "--output_dir", data, "--max_seq_length", str(max_len)]
+            + (["--limit", str(args.limit)] if args.limit else [])
+            + (["--augment_copies", str(copies)] if copies else [])
+            + (["--hf_dir", args.backbone] if copies and args.backbone else []),
+            os.path.join(tdir, "runner.log"))
+    return data
+
+
 def prepare_task(args, task):
     """Records and an evaluated teacher for one task -> (records dir, teacher ckpt, teacher metrics)."""
     tdir = os.path.join(args.work_dir, task)
@@ -156,11 +177,7 @@ def prepare_task(args, task):
     if not os.path.isfile(backbone):
         run(["scripts/import_hf.py", "--task_name", task, "--output", backbone]
             + (["--hf_dir", args.backbone] if args.backbone else []), log)
-    data = os.path.join(tdir, f"data-{max_len}")
-    if not os.path.isfile(os.path.join(data, "meta.json")):
-        run(["scripts/convert_glue.py", "--task_name", task, "--data_dir", args.glue_dir, "--vocab_file",
-             os.path.join(tdir, "backbone", "vocab.txt"), "--output_dir", data, "--max_seq_length", str(max_len)]
-            + (["--limit", str(args.limit)] if args.limit else []), log)
+    data = records(args, task)
     hf = os.path.join(args.teachers_dir, task) if args.teachers_dir else None
     if hf and os.path.isfile(os.path.join(hf, "config.json")):
         teacher, source = os.path.join(tdir, "teacher", "teacher.ckpt"), f"imported {hf}"
@@ -194,6 +211,8 @@ def task_lr(args, task):
 def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
     """One distillation run, its packed export, and its results row."""
     lr = task_lr(args, task)
+    if recipe in AUGMENT:
+        data = records(args, task, AUGMENT[recipe])
     flags, _ = RECIPES[recipe]
     stages = STAGES.get(recipe, [[]])
     top = os.path.join(args.work_dir, task, f"{recipe}-lr{lr:g}-e{args.epoch_size:g}-s{seed}")
@@ -229,6 +248,7 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
             "samples_per_s": statistics.median(speeds) if speeds else None,
             "runner_wall_s": round(time.time() - t0, 1), "train_flags": flags,
             "stage_flags": stages if len(stages) > 1 else None,
+            "augment": read_json(os.path.join(data, "meta.json")).get("augment"),
             "max_steps": args.max_steps or None, "examples_limit": args.limit or None,
             "commit": git_commit(), "machine": f"{os.cpu_count()} cores, {args.device_note}"}
 

@@ -190,6 +190,11 @@ class DistillConfig:
         """False for the no-distillation ablation (gold labels only)."""
         return self.hidden_weight + self.attention_weight + self.pred_weight > 0
 
+    @property
+    def uses_gold_labels(self) -> bool:
+        """True when some loss term reads the records' labels (not allowed on augmented copies)."""
+        return self.label_weight > 0 or (self.pred_weight > 0 and self.regression_target == "label")
+
     def __post_init__(self):
         p = []
         for name in ("hidden_weight", "attention_weight", "pred_weight", "label_weight"):
@@ -238,6 +243,25 @@ class TrainConfig:
         if self.bucket_width < 0:
             p.append(f"bucket_width must be >= 0, got {self.bucket_width}")
         _check(p, "TrainConfig")
+
+
+@dataclass
+class AugmentConfig:
+    """Training-set augmentation for distillation (src/augment.py), recorded in meta.json."""
+    copies: int = 4               # altered copies per training example (at most)
+    replace_prob: float = 0.4     # chance that a swappable word is replaced (TinyBERT's 0.4)
+    neighbours: int = 15          # replacements drawn from a word's nearest words (TinyBERT's K)
+    seed: int = 0
+
+    def __post_init__(self):
+        p = []
+        if self.copies < 1:
+            p.append(f"copies must be >= 1, got {self.copies}")
+        if not 0 < self.replace_prob <= 1:
+            p.append(f"replace_prob must be in (0, 1], got {self.replace_prob}")
+        if self.neighbours < 1:
+            p.append(f"neighbours must be >= 1, got {self.neighbours}")
+        _check(p, "AugmentConfig")
 
 
 DEFAULT_DISTILL_LR = 1e-4  # best measured on STS-B, MRPC and SST-2 (README, "Results")

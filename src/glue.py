@@ -14,6 +14,7 @@ and renamed when complete, so an interrupted conversion leaves nothing that look
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from .config import TaskSpec, get_task, TASKS
+from .config import AugmentConfig, TaskSpec, get_task, TASKS
 from .tokenization import BertTokenizer, encode_pair
 
 logger = logging.getLogger(__name__)
@@ -168,8 +169,13 @@ def sha256_file(path: str) -> str:
 def convert(task_name: str, data_dir: str, vocab_file: str, output_dir: str, max_seq_length: int,
             formats=("mindrecord",), splits=("train", "dev"), do_lower_case: bool = True,
             max_position_embeddings: int = 512, overwrite: bool = False,
-            limit: int = 0, progress: bool = True) -> dict:
-    """Convert a GLUE task; returns the metadata written to ``<output_dir>/meta.json``."""
+            limit: int = 0, progress: bool = True, augment: Optional[AugmentConfig] = None,
+            embeddings_dir: Optional[str] = None) -> dict:
+    """Convert a GLUE task; returns the metadata written to ``<output_dir>/meta.json``.
+
+    ``augment``: add altered copies of the training examples (src/augment.py), using the word
+    embeddings of the Hugging Face folder ``embeddings_dir`` (its vocabulary must be
+    ``vocab_file``'s)."""
     spec = get_task(task_name)
     bad = [f for f in formats if f not in ("mindrecord", "tfrecord")]
     if bad or not formats:
@@ -192,6 +198,16 @@ def convert(task_name: str, data_dir: str, vocab_file: str, output_dir: str, max
             raise RuntimeError("--format tfrecord needs tensorflow (pip install tensorflow-cpu)") \
                 from None
 
+    emb = None
+    if augment is not None and "train" in splits:
+        from .augment import load_word_embeddings
+        if embeddings_dir is None:
+            raise ValueError("augmentation needs embeddings_dir (the backbone's Hugging Face folder)")
+        emb = load_word_embeddings(embeddings_dir)
+        if emb.shape[0] != len(tok.vocab):
+            raise ValueError(f"{embeddings_dir}: {emb.shape[0]} word embeddings but {vocab_file} has "
+                             f"{len(tok.vocab)} words: not the same vocabulary")
+
     tmp = output_dir.rstrip("/") + f".partial{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -202,6 +218,11 @@ def convert(task_name: str, data_dir: str, vocab_file: str, output_dir: str, max
             examples = read_examples(path, spec)
             if limit:
                 examples = examples[:limit]
+            if split == "train" and emb is not None:
+                from .augment import augment_examples
+                examples = augment_examples(examples, tok, emb, augment)
+                meta["augment"] = dict(dataclasses.asdict(augment),
+                                       embeddings=os.path.abspath(embeddings_dir))
             feats, truncated = featurize(examples, tok, max_seq_length, spec, progress)
             if spec.is_regression:
                 counts = {"min": float(feats["label_ids"].min()),
@@ -236,6 +257,15 @@ def load_meta(records_dir: str) -> dict:
         return json.load(f)
 
 
+def check_labels_usable(records_dir: str, reads_labels: bool) -> None:
+    """A loss that reads labels must not train on augmented copies (their labels are their
+    source's placeholders, see src/augment.py)."""
+    if reads_labels and load_meta(records_dir).get("augment"):
+        raise ValueError(f"{records_dir} holds augmented copies whose labels are placeholders: "
+                         f"train on them only by distillation from the teacher (train.py with "
+                         f"--label_weight 0 and --regression_target teacher)")
+
+
 def default_vocab_file() -> str:
     from .checkpoint import default_backbone_dir
     return os.path.join(default_backbone_dir(), "vocab.txt")
@@ -255,14 +285,29 @@ def main(argv=None) -> int:
     ap.add_argument("--cased", action="store_true", help="do not lower-case (cased vocabularies)")
     ap.add_argument("--limit", type=int, default=0, help="keep the first N examples per split")
     ap.add_argument("--overwrite", action="store_true")
+    d = AugmentConfig()
+    g = ap.add_argument_group("augmentation of the train split for distillation (src/augment.py)")
+    g.add_argument("--augment_copies", type=int, default=0,
+                   help="altered copies per training example (0: none); distil with --label_weight 0")
+    g.add_argument("--augment_prob", type=float, default=d.replace_prob)
+    g.add_argument("--augment_neighbours", type=int, default=d.neighbours)
+    g.add_argument("--augment_seed", type=int, default=d.seed)
+    g.add_argument("--hf_dir", default=None,
+                   help="backbone whose word embeddings pick replacements (default: the MiniLM-L6 package)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     spec = get_task(args.task_name)
     try:
+        augment = embeddings_dir = None
+        if args.augment_copies:
+            augment = AugmentConfig(args.augment_copies, args.augment_prob, args.augment_neighbours,
+                                    args.augment_seed)
+            embeddings_dir = args.hf_dir or os.path.dirname(default_vocab_file())
         meta = convert(spec.name, args.data_dir, args.vocab_file or default_vocab_file(),
                        args.output_dir, args.max_seq_length or spec.max_seq_length,
                        formats=tuple(args.format), splits=tuple(args.splits),
-                       do_lower_case=not args.cased, overwrite=args.overwrite, limit=args.limit)
+                       do_lower_case=not args.cased, overwrite=args.overwrite, limit=args.limit,
+                       augment=augment, embeddings_dir=embeddings_dir)
     except (DataError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         logger.error("%s", e)
         return 2

@@ -65,7 +65,7 @@ def test_bad_results_line_names_file_and_line(tmp_path):
 def test_runner_smoke_and_resume(tmp_path):
     hf = minilm_slice(str(tmp_path / "minilm2"))
     results = tmp_path / "rows.jsonl"
-    cmd = [sys.executable, "benchmarks/run_recipes.py", "--tasks", "sts-b", "--recipes", "2-2-8", "8-8-8", "2-2-8-two-stage",
+    cmd = [sys.executable, "benchmarks/run_recipes.py", "--tasks", "sts-b", "--recipes", "2-2-8", "8-8-8", "2-2-8-two-stage", "2-2-8-buckets-aug",
            "--backbone", hf, "--glue_dir", GLUE, "--work_dir", str(tmp_path / "work"), "--results", str(results),
            "--limit", "48", "--max_seq_length", "32", "--max_steps", "2", "--epoch_size", "1",
            "--teacher_bucket_width", "16"]
@@ -74,7 +74,7 @@ def test_runner_smoke_and_resume(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rows = run_recipes.load_rows(str(results))
     assert [(r["task"], r["recipe"]) for r in rows] == [("sts-b", "2-2-8"), ("sts-b", "8-8-8"),
-                                                        ("sts-b", "2-2-8-two-stage")]
+                                                        ("sts-b", "2-2-8-two-stage"), ("sts-b", "2-2-8-buckets-aug")]
     teacher_eval = json.load(open(tmp_path / "work" / "sts-b" / "teacher-ft" / "best.eval.json"))
     assert json.load(open(tmp_path / "work" / "sts-b" / "teacher-ft" / "run.json"))["bucket_width"] == 16
     assert all(r["teacher_source"].endswith("length buckets of 16") for r in rows)
@@ -86,7 +86,13 @@ def test_runner_smoke_and_resume(tmp_path):
         assert r["teacher"] == teacher_eval["pearson"] and r["final"] == hist[-1]["pearson"]
         assert r["best"] == max(hist, key=lambda h: h["select"])["pearson"]
         assert round(r["packed_MB"] * 1e6) == os.path.getsize(run_dir / "export" / "best.tbq")  # MB to 6 places
-    ternary, eight, staged = rows
+    ternary, eight, staged, augmented = rows
+    # the augmented recipe distils on its own records: the 48 examples plus up to 4 copies each
+    aug_meta = json.load(open(tmp_path / "work" / "sts-b" / "data-32-aug4" / "meta.json"))
+    assert augmented["augment"]["copies"] == 4 and ternary["augment"] is None
+    assert 48 < aug_meta["splits"]["train"]["examples"] <= 48 * 5
+    assert json.load(open(tmp_path / "work" / "sts-b" / "2-2-8-buckets-aug-lr0.0001-e1-s42" / "run.json")
+                     )["data_dir"].endswith("data-32-aug4")
     assert ternary["packed_MB"] < eight["packed_MB"] < ternary["fp32_MB"]
     # two stages: intermediate terms only, then prediction only from stage 1's last checkpoint
     work = tmp_path / "work" / "sts-b" / "2-2-8-two-stage-lr0.0001-e1-s42"
@@ -100,7 +106,7 @@ def test_runner_smoke_and_resume(tmp_path):
     before = log.stat().st_size
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "every requested row" in p.stderr
-    assert len(run_recipes.load_rows(str(results))) == 3 and log.stat().st_size == before
+    assert len(run_recipes.load_rows(str(results))) == 4 and log.stat().st_size == before
 
 
 def test_unknown_task_and_missing_results_are_refused_before_any_work(tmp_path):
