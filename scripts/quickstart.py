@@ -58,7 +58,7 @@ def main(argv=None):
                     "--teacher_model", os.path.join(teacher, "best.ckpt"), "--data_dir", data,
                     "--output_dir", student, "--epoch_size", "1",
                     "--max_steps", str(args.student_steps), "--overwrite"]
-                   + (["--learning_rate", str(args.student_lr)] if args.student_lr else [])),
+                   + (["--learning_rate", str(args.student_lr)] if args.student_lr is not None else [])),
         ("eval", [py, "eval.py", *dev, "--checkpoint", os.path.join(student, "best.ckpt"), "--data_dir", data]),
         ("export", [py, "export.py", *dev, "--checkpoint", os.path.join(student, "best.ckpt"),
                     "--output", os.path.join(out, "export", "student"), "--packed"]),

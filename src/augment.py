@@ -68,14 +68,14 @@ def word_neighbours(words: List[str], vocab: Dict[str, int], emb: np.ndarray, k:
     return out
 
 
-def replace_words(text: str, tok, neighbours: Dict[str, List[str]], p: float,
+def replace_words(words: List[str], neighbours: Dict[str, List[str]], p: float,
                   rng: np.random.RandomState) -> str:
-    """The text's basic tokens, each swappable one replaced with probability p, space-joined."""
-    words = tok.basic_tokenize(text)
-    for i, w in enumerate(words):
+    """The words, each swappable one replaced with probability p, space-joined."""
+    out = list(words)
+    for i, w in enumerate(out):
         if w in neighbours and rng.random_sample() < p:
-            words[i] = neighbours[w][rng.randint(len(neighbours[w]))]
-    return " ".join(words)
+            out[i] = neighbours[w][rng.randint(len(neighbours[w]))]
+    return " ".join(out)
 
 
 def augment_examples(examples: list, tok, emb: np.ndarray, cfg: AugmentConfig) -> list:
@@ -88,12 +88,12 @@ def augment_examples(examples: list, tok, emb: np.ndarray, cfg: AugmentConfig) -
     rng = np.random.RandomState(cfg.seed)
     copies = []
     for ex in examples:
-        src = (" ".join(tok.basic_tokenize(ex.text_a)),
-               None if ex.text_b is None else " ".join(tok.basic_tokenize(ex.text_b)))
+        wa = tok.basic_tokenize(ex.text_a)
+        wb = None if ex.text_b is None else tok.basic_tokenize(ex.text_b)
+        src = (" ".join(wa), None if wb is None else " ".join(wb))
         for _ in range(cfg.copies):
-            a = replace_words(ex.text_a, tok, neighbours, cfg.replace_prob, rng)
-            b = None if ex.text_b is None else replace_words(ex.text_b, tok, neighbours,
-                                                             cfg.replace_prob, rng)
+            a = replace_words(wa, neighbours, cfg.replace_prob, rng)
+            b = None if wb is None else replace_words(wb, neighbours, cfg.replace_prob, rng)
             if (a, b) != src:
                 copies.append(replace(ex, text_a=a, text_b=b))
     logger.info("augmentation: %d swappable words, %d copies of %d examples", len(words),

@@ -199,10 +199,17 @@ def convert(task_name: str, data_dir: str, vocab_file: str, output_dir: str, max
                 from None
 
     emb = None
-    if augment is not None and "train" in splits:
+    if augment is not None:
         from .augment import load_word_embeddings
+        if "train" not in splits:
+            raise ValueError("augmentation alters the train split, which is not among the splits "
+                             f"to convert ({', '.join(splits)})")
         if embeddings_dir is None:
             raise ValueError("augmentation needs embeddings_dir (the backbone's Hugging Face folder)")
+        own_vocab = os.path.join(embeddings_dir, "vocab.txt")
+        if os.path.isfile(own_vocab) and sha256_file(own_vocab) != sha256_file(vocab_file):
+            raise ValueError(f"{own_vocab} differs from {vocab_file}: the word embeddings must "
+                             f"belong to the vocabulary the text is tokenized with")
         emb = load_word_embeddings(embeddings_dir)
         if emb.shape[0] != len(tok.vocab):
             raise ValueError(f"{embeddings_dir}: {emb.shape[0]} word embeddings but {vocab_file} has "

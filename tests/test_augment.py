@@ -119,6 +119,19 @@ def test_augmented_records_and_label_reading_losses_refused(tmp_path):
     with pytest.raises(ValueError, match="not the same vocabulary"):
         convert("sst-2", glue, VOCAB, str(tmp_path / "rec2"), 16, augment=cfg, embeddings_dir=small)
     assert not (tmp_path / "rec2").exists()
+    # embeddings whose folder carries another vocab.txt, or no train split to augment: refused
+    (tmp_path / "hf" / "vocab.txt").write_text("[PAD]\n[UNK]\nfilm\n")
+    with pytest.raises(ValueError, match="differs from"):
+        convert("sst-2", glue, VOCAB, str(tmp_path / "rec3"), 16, augment=cfg, embeddings_dir=hf)
+    with pytest.raises(ValueError, match="not among the splits"):
+        convert("sst-2", glue, VOCAB, str(tmp_path / "rec3"), 16, splits=("dev",), augment=cfg,
+                embeddings_dir=hf)
+    assert not (tmp_path / "rec3").exists()
+    # the command line answers a bad setting with one error line and exit code 2, writing nothing
+    p = subprocess.run([sys.executable, "scripts/convert_glue.py", "--task_name", "sst-2", "--data_dir", glue,
+                        "--output_dir", str(tmp_path / "rec4"), "--augment_copies", "-1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "copies must be >= 1" in p.stderr and not (tmp_path / "rec4").exists()
 
 
 def test_convert_glue_cli_augments_cola(tmp_path):
