@@ -60,7 +60,7 @@ RECIPES = {
 RECIPES.update({"2-2-8-buckets" + name[len("2-2-8"):]: (RECIPES["2-2-8-buckets"][0] + flags, desc + ", on length buckets")
                 for name, (flags, desc) in list(RECIPES.items())
                 if name in ("2-2-8-lat", "2-2-8-layer-emb", "2-2-8-no-attn", "2-2-8-no-kd", "2-2-8-gold",
-                            "2-2-8-learned")})
+                            "2-2-8-learned", "2-2-8-ema", "2-2-8-no-ste-mask")})
 RECIPES["8-8-8-buckets"] = (RECIPES["2-2-8-buckets"][0] + RECIPES["8-8-8"][0], "8-8-8 on length buckets")
 RECIPES["2-2-8-buckets-aug"] = (RECIPES["2-2-8-buckets"][0],
                                 "2-2-8-buckets on the training set plus altered copies (src/augment.py)")

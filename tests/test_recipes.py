@@ -142,3 +142,22 @@ def test_distillation_lr_defaults_per_task_and_flag_overrides(tmp_path):
     assert run_recipes.task_lr(SimpleNamespace(learning_rate=None), "rte") == 5e-5
     assert run_recipes.task_lr(SimpleNamespace(learning_rate=None), "cola") == lr("cola")
     assert run_recipes.task_lr(SimpleNamespace(learning_rate=3e-5), "rte") == 3e-5
+
+
+def test_bucket_variants_of_ema_and_ste_mask_reach_the_configs():
+    # The bucket variants are the base recipe's flags plus the bucket ones; parsed by train.py
+    # they must set exactly the field they name (hand-written expectations, not the table's).
+    import train
+    from src import cli
+
+    def configs(recipe):
+        a = train.parse_args(["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d",
+                              "--output_dir", "o", *run_recipes.RECIPES[recipe][0]])
+        return cli.quant_config(a), cli.distill_config(a), cli.train_config(a, 128)
+
+    q, d, t = configs("2-2-8-buckets-ema")
+    assert (q.act_mode, q.ste_mask, d.token_mean, t.bucket_width) == ("asymmetric_ema", True, True, 16)
+    q, d, t = configs("2-2-8-buckets-no-ste-mask")
+    assert (q.act_mode, q.ste_mask, d.token_mean, t.bucket_width) == ("symmetric", False, True, 16)
+    q, d, t = configs("2-2-8-buckets")
+    assert (q.act_mode, q.ste_mask, d.token_mean, t.bucket_width) == ("symmetric", True, True, 16)
