@@ -269,11 +269,17 @@ def _mean_of(rows, key, scale):
 
 
 def group_rows(rows):
+    """(task, recipe, lr, epochs, teacher) -> rows (the seeds of one measurement).
+
+    The teacher's dev metric is part of the key: a teacher fine-tuned again can come out
+    different (CPU runs are not bit-identical), and students of different teachers are
+    different measurements, never one mean."""
     groups = {}
     for r in rows:
         if r.get("max_steps") or r.get("examples_limit"):
             continue  # smoke runs never reach the results table
-        groups.setdefault((r["task"], r["recipe"], r["learning_rate"], r["epochs"]), []).append(r)
+        key = (r["task"], r["recipe"], r["learning_rate"], r["epochs"], round(r["teacher"], 6))
+        groups.setdefault(key, []).append(r)
     return groups
 
 
@@ -281,8 +287,8 @@ def render_table(rows):
     lines = ["| task (metric) | recipe | lr, epochs | teacher | student best | final | gap (best) | "
              "PyTorch original | within 1.0 | packed MB | samples/s | wall min | seeds |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (task, recipe, lr, ep), rs in sorted(group_rows(rows).items()):
-        teacher = statistics.mean(r["teacher"] for r in rs)
+    for (task, recipe, lr, ep, _), rs in sorted(group_rows(rows).items()):
+        teacher = statistics.mean(r["teacher"] for r in rs)  # the key's value is rounded
         best = [r["best"] for r in rs]
         gap = 100 * (teacher - statistics.mean(best))
         ref = PYTORCH_ORIGINAL.get(task)
@@ -311,12 +317,15 @@ def render_svg(rows, path):
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * len(tasks)}" height="{h}" '
              f'font-family="sans-serif" font-size="10">']
     for i, task in enumerate(tasks):
-        pts = [("fp32 teacher", rs[0]["fp32_MB"], statistics.mean(r["teacher"] for r in rs))
-               for k, rs in groups.items() if k[0] == task][:1]
         keys = sorted(k for k in groups if k[0] == task)
-        # a recipe run at several learning rates / epoch counts gets them in its label
-        several = {k[1] for k in keys if sum(j[1] == k[1] for j in keys) > 1}
-        pts += [(k[1] + (f", lr {k[2]:g}, {k[3]:g} ep" if k[1] in several else ""),
+        fp32_mb = groups[keys[0]][0]["fp32_MB"]
+        teachers = sorted({k[4] for k in keys})
+        pts = [("fp32 teacher", fp32_mb, t) for t in teachers]
+        # a recipe run at several learning rates / epoch counts gets them in its label, and
+        # with several teachers in one panel every student names its own
+        several = {k[1] for k in keys if len({j[2:4] for j in keys if j[1] == k[1]}) > 1}
+        pts += [(k[1] + (f", lr {k[2]:g}, {k[3]:g} ep" if k[1] in several else "")
+                 + (f", teacher {100 * k[4]:.2f}" if len(teachers) > 1 else ""),
                  statistics.mean(r["packed_MB"] for r in groups[k]), statistics.mean(r["best"] for r in groups[k]))
                 for k in keys]
         xs = [math.log10(p[1]) for p in pts]

@@ -53,6 +53,28 @@ def test_table_mean_spread_gap_and_target(tmp_path):
     assert "2-2-8, lr 5e-05, 3 ep (5.0 MB, 58.00)" in labels and "2-2-8, lr 0.0001, 3 ep (5.0 MB, 56.50)" in labels
 
 
+def test_students_of_different_teachers_are_never_averaged(tmp_path):
+    # the same recipe, lr and epochs distilled from two teachers (a re-fine-tuned one scored
+    # 28.68 instead of 30.04): two table rows with their own gaps, two teacher points in the plot
+    rows = [_row("cola", "2-2-8-buckets", 1, 0.3004, 0.2499), _row("cola", "2-2-8-buckets", 2, 0.3004, 0.2633),
+            _row("cola", "2-2-8-buckets", 1, 0.2868, 0.2400)]
+    results = tmp_path / "r.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{run_recipes.BEGIN}\n{run_recipes.END}\n")
+    table, svg = run_recipes.render(str(results), str(readme), str(tmp_path / "p.svg"))
+    lines = [ln for ln in table.splitlines() if ln.startswith("| cola")]
+    assert len(lines) == 2
+    # 28.68 - 24.00 = +4.68; mean(24.99, 26.33) = 25.66, 30.04 - 25.66 = +4.38
+    assert "| 28.68 | 24.00 | 24.00 | +4.68 |" in lines[0] and lines[0].endswith("| 1 |")
+    assert "| 30.04 | 25.66 ± 0.95 (2) | 25.66 ± 0.95 (2) | +4.38 |" in lines[1] and lines[1].endswith("| 1, 2 |")
+    root = ET.parse(svg).getroot()
+    labels = [e.text or "" for e in root.iter() if e.tag.endswith("text")]
+    assert "fp32 teacher (90.0 MB, 28.68)" in labels and "fp32 teacher (90.0 MB, 30.04)" in labels
+    assert "2-2-8-buckets, teacher 28.68 (5.0 MB, 24.00)" in labels
+    assert "2-2-8-buckets, teacher 30.04 (5.0 MB, 25.66)" in labels
+
+
 def test_bad_results_line_names_file_and_line(tmp_path):
     p = tmp_path / "r.jsonl"
     p.write_text(json.dumps(_row("rte", "2-2-8", 1, 0.5, 0.5)) + "\n{oops\n")
