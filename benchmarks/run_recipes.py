@@ -42,6 +42,9 @@ RECIPES = {
     "2-2-8-lat": (["--ternarizer", "lat"], "2-2-8 with loss-aware ternarization"),
     "2-2-8-layer-emb": (["--embedding_granularity", "layer"], "2-2-8, one scale for the whole word embedding"),
     "2-2-8-ema": (["--act_mode", "asymmetric_ema"], "2-2-8, asymmetric EMA activation ranges"),
+    # decay 0.99: the ranges forget their +-act_clip start within ~100 steps, not ~1000
+    "2-2-8-ema-fast": (["--act_mode", "asymmetric_ema", "--act_ema_decay", "0.99"],
+                       "2-2-8, asymmetric EMA activation ranges with decay 0.99"),
     "2-2-8-no-ste-mask": (["--no_ste_mask"], "2-2-8, STE passes gradients outside the clip"),
     "2-2-8-learned": (["--act_mode", "learned"], "2-2-8, learned activation clips (fixed ranges, LSQ gradient)"),
     "2-2-8-no-attn": (["--attention_weight", "0"], "ablation: no attention-score term"),
@@ -60,7 +63,7 @@ RECIPES = {
 RECIPES.update({"2-2-8-buckets" + name[len("2-2-8"):]: (RECIPES["2-2-8-buckets"][0] + flags, desc + ", on length buckets")
                 for name, (flags, desc) in list(RECIPES.items())
                 if name in ("2-2-8-lat", "2-2-8-layer-emb", "2-2-8-no-attn", "2-2-8-no-kd", "2-2-8-gold",
-                            "2-2-8-learned", "2-2-8-ema", "2-2-8-no-ste-mask")})
+                            "2-2-8-learned", "2-2-8-ema", "2-2-8-ema-fast", "2-2-8-no-ste-mask")})
 RECIPES["8-8-8-buckets"] = (RECIPES["2-2-8-buckets"][0] + RECIPES["8-8-8"][0], "8-8-8 on length buckets")
 RECIPES["2-2-8-buckets-aug"] = (RECIPES["2-2-8-buckets"][0],
                                 "2-2-8-buckets on the training set plus altered copies (src/augment.py)")

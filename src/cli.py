@@ -102,6 +102,9 @@ def add_quant_args(ap: argparse.ArgumentParser) -> None:
                    help="symmetric: per-batch max-abs range; asymmetric_ema: EMA of batch min/max; "
                         "learned: a trained fixed range per node (LSQ gradient)")
     g.add_argument("--act_clip", type=float, default=d.act_clip)
+    g.add_argument("--act_ema_decay", type=float, default=d.act_ema_decay,
+                   help="asymmetric_ema: weight of the old range per step; the range forgets its "
+                        "+-act_clip start after ~1/(1 - decay) steps (0.999: ~1000)")
     g.add_argument("--act_clip_lr_scale", type=float, default=d.act_clip_lr_scale,
                    help="learned clips train at learning_rate x this")
 
@@ -123,7 +126,7 @@ def quant_config(args) -> QuantConfig:
                        act_bits=args.act_bits, ternarizer=args.ternarizer,
                        embedding_granularity=args.embedding_granularity,
                        weight_clip=args.weight_clip, ste_mask=not args.no_ste_mask,
-                       act_mode=args.act_mode, act_clip=args.act_clip,
+                       act_mode=args.act_mode, act_clip=args.act_clip, act_ema_decay=args.act_ema_decay,
                        act_clip_lr_scale=args.act_clip_lr_scale)
 
 

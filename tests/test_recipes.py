@@ -179,6 +179,9 @@ def test_bucket_variants_of_ema_and_ste_mask_reach_the_configs():
 
     q, d, t = configs("2-2-8-buckets-ema")
     assert (q.act_mode, q.ste_mask, d.token_mean, t.bucket_width) == ("asymmetric_ema", True, True, 16)
+    assert q.act_ema_decay == 0.999
+    q, d, t = configs("2-2-8-buckets-ema-fast")
+    assert (q.act_mode, q.act_ema_decay, d.token_mean, t.bucket_width) == ("asymmetric_ema", 0.99, True, 16)
     q, d, t = configs("2-2-8-buckets-no-ste-mask")
     assert (q.act_mode, q.ste_mask, d.token_mean, t.bucket_width) == ("symmetric", False, True, 16)
     q, d, t = configs("2-2-8-buckets")
