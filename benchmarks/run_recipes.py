@@ -41,8 +41,10 @@ RECIPES = {
     "2-2-8": ([], "2-2-8 TWN, row-wise embedding, symmetric 8-bit activations (default)"),
     "2-2-8-lat": (["--ternarizer", "lat"], "2-2-8 with loss-aware ternarization"),
     "2-2-8-layer-emb": (["--embedding_granularity", "layer"], "2-2-8, one scale for the whole word embedding"),
-    "2-2-8-ema": (["--act_mode", "asymmetric_ema"], "2-2-8, asymmetric EMA activation ranges"),
-    # decay 0.99: the ranges forget their +-act_clip start within ~100 steps, not ~1000
+    # the paper's decay 0.999: the ranges forget their +-act_clip start after ~1000 steps
+    "2-2-8-ema": (["--act_mode", "asymmetric_ema", "--act_ema_decay", "0.999"],
+                  "2-2-8, asymmetric EMA activation ranges, decay 0.999"),
+    # decay 0.99 (the default of --act_ema_decay): within ~100 steps
     "2-2-8-ema-fast": (["--act_mode", "asymmetric_ema", "--act_ema_decay", "0.99"],
                        "2-2-8, asymmetric EMA activation ranges with decay 0.99"),
     "2-2-8-no-ste-mask": (["--no_ste_mask"], "2-2-8, STE passes gradients outside the clip"),

@@ -104,7 +104,7 @@ def add_quant_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--act_clip", type=float, default=d.act_clip)
     g.add_argument("--act_ema_decay", type=float, default=d.act_ema_decay,
                    help="asymmetric_ema: weight of the old range per step; the range forgets its "
-                        "+-act_clip start after ~1/(1 - decay) steps (0.999: ~1000)")
+                        "+-act_clip start after ~1/(1 - decay) steps (0.99: ~100; the paper's 0.999: ~1000)")
     g.add_argument("--act_clip_lr_scale", type=float, default=d.act_clip_lr_scale,
                    help="learned clips train at learning_rate x this")
 
