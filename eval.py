@@ -1,9 +1,11 @@
-"""Evaluate a checkpoint on a task's dev set and write the metrics.
+"""Evaluate a model on a task's dev set and write the metrics.
 
     python eval.py --checkpoint out/student/best.ckpt --data_dir data/sts-b-128
+    python eval.py --checkpoint out/export/student.onnx --data_dir data/sts-b-128
 
-The network is rebuilt from the JSON beside the checkpoint (or from a packed .tbq file,
-see export.py); the checkpoint is always an explicit path, never "the newest file".
+The model is any file this project writes: a checkpoint (network rebuilt from the JSON beside
+it), a packed .tbq, or the deployment files of export.py (.mindir, verified against its
+manifest; .onnx, run by ONNX Runtime). It is always an explicit path, never "the newest file".
 """
 import argparse
 import json
@@ -18,7 +20,8 @@ logger = logging.getLogger("eval")
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="a .ckpt (config .json beside it) or a packed .tbq file")
+    ap.add_argument("--checkpoint", required=True,
+                    help="a .ckpt (config .json beside it), a packed .tbq, an exported .mindir or .onnx")
     ap.add_argument("--task_name", type=cli.task_name, default=None,
                     help="optional check: must be the checkpoint's task")
     cli.add_device_args(ap)
@@ -30,21 +33,15 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def load_any(path):
-    """(network, RunConfig) from a .ckpt or a packed .tbq file."""
-    if path.endswith(".tbq"):
-        from src.packing import load_packed
-        return load_packed(path)
-    from src.checkpoint import load_network
-    return load_network(path)
-
-
 def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging()
-    from src.trainer import evaluate, set_context
+    from src.deploy import load_predictor
+    from src.metrics import compute_metrics
+    from src.trainer import predict_records, set_context
     set_context(args.device_target, args.device_id, args.mode)
-    net, run = load_any(args.checkpoint)
+    model = load_predictor(args.checkpoint)
+    run = model.run
     if args.task_name and args.task_name != run.task:
         raise ValueError(f"{args.checkpoint} is a {run.task} model, not {args.task_name}")
     from src.dataset import check_records
@@ -53,7 +50,9 @@ def main(argv=None):
         raise ValueError(f"{args.checkpoint} was trained at max_seq_length {run.train.max_seq_length} but "
                          f"{args.data_dir} was converted at {meta['max_seq_length']}; convert again, or pass "
                          f"--any_length to evaluate anyway")
-    metrics = evaluate(net, args.data_dir, run.task, args.eval_batch_size, args.dataset_type, split=args.split)
+    logits, labels = predict_records(model, args.data_dir, run.task, args.eval_batch_size, args.dataset_type,
+                                     split=args.split)
+    metrics = compute_metrics(run.task, logits, labels)
     result = {"checkpoint": os.path.abspath(args.checkpoint), "task": run.task, "split": args.split,
               "quant": run.quant.name, "data_dir": os.path.abspath(args.data_dir), **metrics}
     out = args.output_file or os.path.splitext(args.checkpoint)[0] + ".eval.json"

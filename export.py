@@ -1,13 +1,18 @@
-"""Export a checkpoint for deployment: MINDIR (or AIR on Ascend), and the packed 2-bit file.
+"""Export a trained student for deployment.
 
-    python export.py --checkpoint out/student/best.ckpt --file_format MINDIR --output out/student/model
+    python export.py --checkpoint out/student/best.ckpt --output out/export/student
+    python export.py --checkpoint out/export/student.tbq --output out/export/again --file_format ONNX
 
-The MINDIR graph computes the quantized weights and the 8-bit activation fake-quant exactly
-as evaluation does; inputs are (input_ids, input_mask, segment_ids) int32 [batch, seq] with
-dynamic batch and sequence length unless --batch_size/--seq_length fix them.
+Writes, by default, all of:
+  student.onnx   integer ONNX model (int8 GEMMs in ONNX Runtime, ternary codes stored at 1.6 bits)
+  student.mindir the frozen network (weights fixed at their ternary values) for MindSpore serving
+  student.tbq    the packed 2-bit file
+  student.json, student.manifest.json, vocab.txt   config, checksums, tokenizer vocabulary
+Every model has inputs (input_ids, input_mask, segment_ids) int32 [batch, seq] (dynamic unless
+--batch_size / --seq_length fix the MINDIR) and output logits [batch, num_labels], and gives the
+outputs eval.py gives for the checkpoint (MINDIR: exactly; ONNX: to float rounding).
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -19,53 +24,49 @@ logger = logging.getLogger("export")
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="a .ckpt (config .json beside it)")
+    ap.add_argument("--checkpoint", required=True, help="a .ckpt (config .json beside it) or a packed .tbq")
     ap.add_argument("--output", required=True, help="output path without extension")
-    ap.add_argument("--file_format", default="MINDIR", choices=["MINDIR", "AIR", "NONE"],
-                    help="NONE: write only the packed file")
-    ap.add_argument("--batch_size", type=int, default=0, help="0: dynamic")
-    ap.add_argument("--seq_length", type=int, default=0, help="0: dynamic")
-    ap.add_argument("--packed", action="store_true", help="also write <output>.tbq (packed 2-bit weights)")
+    ap.add_argument("--file_format", nargs="+", default=["ONNX", "MINDIR"],
+                    choices=["ONNX", "MINDIR", "AIR", "NONE"],
+                    help="one or more; AIR needs --device_target Ascend; NONE: only the packed file")
+    ap.add_argument("--no_packed", dest="packed", action="store_false", help="do not write the .tbq file")
+    ap.add_argument("--packed", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old commands
+    ap.add_argument("--onnx_codes", default="base3", choices=["base3", "int8"],
+                    help="ternary codes in the ONNX file: base3 (1.6 bits each, expanded when ONNX Runtime "
+                         "loads the model) or int8")
+    ap.add_argument("--batch_size", type=cli.non_negative_int, default=0, help="MINDIR/AIR: 0 = dynamic")
+    ap.add_argument("--seq_length", type=cli.non_negative_int, default=0, help="MINDIR/AIR: 0 = dynamic")
     ap.add_argument("--side_dtype", default="fp32", choices=["fp32", "fp16"],
                     help="precision of the full-precision tensors in the packed file")
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     ap.add_argument("--device_id", type=int, default=0)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if "NONE" in args.file_format:
+        if len(args.file_format) > 1:
+            ap.error("--file_format NONE cannot be combined with other formats")
+        args.file_format = []
+    if "AIR" in args.file_format and args.device_target != "Ascend":
+        ap.error("--file_format AIR needs --device_target Ascend (an Ascend backend)")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging()
-    import numpy as np
-    import mindspore as ms
-    from src.checkpoint import load_network
-    from src.tinybert_model import LogitsOnly
+    from src.deploy import export_artifacts, load_network_any
     from src.trainer import set_context
     set_context(args.device_target, args.device_id, "graph")
-    net, run = load_network(args.checkpoint)
+    net, run = load_network_any(args.checkpoint)
+    codes = None
+    if args.checkpoint.endswith(".tbq"):  # the file's own codes: nothing is quantized again
+        from src.packing import read_packed_codes
+        _, _, codes = read_packed_codes(args.checkpoint)
     net.set_train(False)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    written = []
-    if args.file_format != "NONE":
-        if args.file_format == "AIR" and args.device_target != "Ascend":
-            raise ValueError("AIR export needs --device_target Ascend (an Ascend backend)")
-        shape = [args.batch_size or None, args.seq_length or None]
-        if None in shape:
-            inputs = [ms.Tensor(shape=shape, dtype=ms.int32) for _ in range(3)]
-        else:
-            inputs = [ms.Tensor(np.zeros(shape, np.int32)) for _ in range(3)]
-        ms.export(LogitsOnly(net), *inputs, file_name=args.output, file_format=args.file_format)
-        written.append(args.output + "." + args.file_format.lower())
-    if args.packed:
-        from src.config import atomic_write_text
-        from src.packing import save_packed, size_report
-        path = args.output + ".tbq"
-        save_packed(net, run, path, side_dtype=args.side_dtype)
-        written.append(path)
-        report = size_report(net, path)
-        atomic_write_text(args.output + ".size.json", json.dumps(report, indent=2) + "\n")
-        written.append(args.output + ".size.json")
-        logger.info("%s", report)
+    vocab = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "vocab.txt")
+    written = export_artifacts(net, run, args.output, formats=args.file_format, packed=args.packed,
+                               codes=codes, side_dtype=args.side_dtype,
+                               pack_codes=args.onnx_codes == "base3", batch_size=args.batch_size,
+                               seq_length=args.seq_length, vocab_from=vocab)
     for p in written:
         logger.info("wrote %s (%d bytes)", p, os.path.getsize(p))
     return written

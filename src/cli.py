@@ -38,6 +38,28 @@ def task_name(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1 (a size or a count; 0 never means "the default")."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def non_negative_int(value: str) -> int:
+    """argparse type: an integer >= 0 (where 0 has a documented meaning, e.g. dynamic)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
 def add_device_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     ap.add_argument("--device_id", type=int, default=0)
@@ -56,7 +78,7 @@ def add_data_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max_seq_length", type=int, default=None,
                     help="optional check: the records must have been converted at this length")
     ap.add_argument("--dataset_type", default="mindrecord", choices=["mindrecord", "tfrecord"])
-    ap.add_argument("--eval_batch_size", type=int, default=32)
+    ap.add_argument("--eval_batch_size", type=positive_int, default=32)
 
 
 def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: float) -> None:

@@ -72,23 +72,28 @@ class _Quantize(nn.Cell):
         return quantize_weight(w, self.bits, self.qcfg, self.granularity, d)
 
 
-def _quantized_tensors(net, run: RunConfig) -> Dict[str, Tuple[int, np.ndarray, np.ndarray]]:
-    """{weight name: (bits, scale, codes)} for every quantized cell, chosen by cell type."""
+def quantized_tensors(net, quant) -> Dict[str, Tuple[int, np.ndarray, np.ndarray]]:
+    """{weight name: (bits, scale, codes)} for every quantized cell, chosen by cell type.
+
+    The packed file, the frozen network and the ONNX export all take their weights from here."""
     out = {}
     for name, cell in quantized_cells(net):
         gran = cell.granularity if isinstance(cell, QuantEmbedding) else "layer"
         d = cell.lat_d if cell.lat else ms.Tensor(0.0, ms.float32)
-        scale, codes = _Quantize(cell.bits, run.quant, gran)(cell.weight, d)
+        scale, codes = _Quantize(cell.bits, quant, gran)(cell.weight, d)
         out[f"{name}.weight"] = (cell.bits, np.asarray(scale.asnumpy(), np.float32),
                                  codes.asnumpy())
     return out
 
 
-def save_packed(net, run: RunConfig, path: str, side_dtype: str = "fp32") -> dict:
-    """Write ``net`` (a trained student) as a packed file; returns the header."""
+def save_packed(net, run: RunConfig, path: str, side_dtype: str = "fp32", codes: dict = None) -> dict:
+    """Write ``net`` (a trained student) as a packed file; returns the header.
+
+    codes: {name: (bits, scale, codes)} when known already (a network rebuilt from a packed
+    file holds q(w), not the codes); by default quantize_weight computes them from ``net``."""
     if side_dtype not in ("fp32", "fp16"):
         raise ValueError(f"side_dtype must be fp32 or fp16, got {side_dtype!r}")
-    quant = _quantized_tensors(net, run)
+    quant = codes if codes is not None else quantized_tensors(net, run.quant)
     state = quant_state_names(net)
     lat = {f"{n}.lat_d" for n, c in quantized_cells(net) if c.lat}
     entries: List[dict] = []
@@ -133,8 +138,10 @@ def save_packed(net, run: RunConfig, path: str, side_dtype: str = "fp32") -> dic
     return header
 
 
-def read_packed(path: str) -> Tuple[RunConfig, Dict[str, np.ndarray]]:
-    """Validate and decode a packed file: (RunConfig, {name: fp32 array of q(w) or the value})."""
+def read_packed_codes(path: str) -> Tuple[RunConfig, Dict[str, np.ndarray], Dict[str, tuple]]:
+    """Validate and decode a packed file: (RunConfig, {name: float array}, {name: (bits, scale, codes)}).
+
+    Quantized weights are in the third dict only, as the (scale, codes) quantize_weight gave."""
     with open(path, "rb") as f:
         raw = f.read()
     if len(raw) < _HEAD.size + 32:
@@ -151,7 +158,7 @@ def read_packed(path: str) -> Tuple[RunConfig, Dict[str, np.ndarray]]:
     header = json.loads(body[start:start + hlen].decode("utf-8"))
     payload = memoryview(body)[start + hlen:]
     run = RunConfig.from_dict(header["config"], where=path)
-    arrays = {}
+    floats, codes = {}, {}
     for e in header["tensors"]:
         blob = bytes(payload[e["offset"]:e["offset"] + e["nbytes"]])
         if len(blob) != e["nbytes"]:
@@ -161,23 +168,48 @@ def read_packed(path: str) -> Tuple[RunConfig, Dict[str, np.ndarray]]:
         if e["kind"] in ("ternary", "int8"):
             scale = np.frombuffer(blob[:e["scale_bytes"]], "<f4").reshape(e["scale_shape"])
             data = blob[e["scale_bytes"]:]
-            codes = (unpack_ternary(data, count) if e["kind"] == "ternary"
-                     else np.frombuffer(data, np.int8).astype(np.float32))
-            arrays[e["name"]] = (scale * codes.reshape(shape)).astype(np.float32)
+            c = (unpack_ternary(data, count) if e["kind"] == "ternary"
+                 else np.frombuffer(data, np.int8).astype(np.float32))
+            codes[e["name"]] = (2 if e["kind"] == "ternary" else 8, scale, c.reshape(shape))
         else:
             dt = "<f4" if e["kind"] == "fp32" else "<f2"
-            arrays[e["name"]] = np.frombuffer(blob, dt).astype(np.float32).reshape(shape)
-    return run, arrays
+            floats[e["name"]] = np.frombuffer(blob, dt).astype(np.float32).reshape(shape)
+    return run, floats, codes
+
+
+def read_packed(path: str) -> Tuple[RunConfig, Dict[str, np.ndarray]]:
+    """Validate and decode a packed file: (RunConfig, {name: fp32 array of q(w) or the value})."""
+    run, floats, codes = read_packed_codes(path)
+    return run, {**floats, **dequantized(codes)}
+
+
+def dequantized(codes: Dict[str, tuple]) -> Dict[str, np.ndarray]:
+    """{name: scale * codes}: the fp32 product the training network computes."""
+    return {n: (scale * c).astype(np.float32) for n, (bits, scale, c) in codes.items()}
+
+
+def frozen_network(run: RunConfig, arrays: Dict[str, np.ndarray], source: str):
+    """The network with its weights fixed at q(w): no weight quantizer, no LAT curvature."""
+    frozen = RunConfig(task=run.task, model=run.model,
+                       quant=dataclasses.replace(run.quant, weights_prequantized=True))
+    net = build_network(frozen)
+    load_into(net, arrays, source=source)
+    return net
+
+
+def freeze(net, run: RunConfig):
+    """A trained network -> its frozen twin (exactly the same outputs, no per-call ternarization)."""
+    lat = {f"{n}.lat_d" for n, c in quantized_cells(net) if c.lat}
+    arrays = {n: p.asnumpy() for n, p in named_params(net).items() if n not in lat}
+    arrays.update(dequantized(quantized_tensors(net, run.quant)))
+    return frozen_network(run, arrays, source="the trained network")
 
 
 def load_packed(path: str):
     """Rebuild the network of a packed file (weight quantizers left out: weights are q(w))."""
     run, arrays = read_packed(path)
-    frozen = RunConfig(task=run.task, model=run.model,
-                       quant=dataclasses.replace(run.quant, weights_prequantized=True))
-    net = build_network(frozen)
     try:
-        load_into(net, arrays, source=path)
+        net = frozen_network(run, arrays, source=path)
     except CheckpointError as e:
         raise PackedFileError(str(e)) from None
     return net, run

@@ -74,6 +74,20 @@ def prepare_output_dir(output_dir: str, identity: dict, resume: bool, overwrite:
 _EVAL_VIEWS = {}
 
 
+def predict_records(fn, records_dir: str, task: str, batch_size: int, dataset_type: str,
+                    max_seq_length: int = None, split: str = "dev"):
+    """(logits [N, num_labels], labels [N]) of ``fn`` over a whole split, no example dropped.
+
+    fn: numpy (input_ids, input_mask, segment_ids) int32 [B, S] -> numpy logits [B, num_labels]."""
+    data = create_dataset(records_dir, split, task, batch_size, dataset_type, training=False,
+                          max_seq_length=max_seq_length)
+    logits, labels = [], []
+    for batch in data.create_dict_iterator(num_epochs=1, output_numpy=True):
+        logits.append(np.asarray(fn(batch["input_ids"], batch["input_mask"], batch["segment_ids"])))
+        labels.append(batch["label_ids"])
+    return np.concatenate(logits), np.concatenate(labels)
+
+
 def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: str,
              max_seq_length: int = None, split: str = "dev") -> dict:
     """Metrics of ``net`` (a BertForSequenceClassification) on a whole split, no example dropped."""
@@ -83,14 +97,13 @@ def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: st
     fwd = _EVAL_VIEWS.get(id(net))
     if fwd is None or fwd.net is not net:
         fwd = _EVAL_VIEWS[id(net)] = LogitsOnly(net)
-    data = create_dataset(records_dir, split, task, batch_size, dataset_type, training=False,
-                          max_seq_length=max_seq_length)
-    logits, labels = [], []
-    for batch in data.create_dict_iterator(num_epochs=1):
-        logits.append(fwd(batch["input_ids"], batch["input_mask"], batch["segment_ids"]).asnumpy())
-        labels.append(batch["label_ids"].asnumpy())
+
+    def fn(ids, mask, seg):
+        return fwd(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(seg)).asnumpy()
+
+    logits, labels = predict_records(fn, records_dir, task, batch_size, dataset_type, max_seq_length, split)
     net.set_train(was_training)
-    return compute_metrics(task, np.concatenate(logits), np.concatenate(labels))
+    return compute_metrics(task, logits, labels)
 
 
 @dataclass

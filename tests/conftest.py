@@ -86,3 +86,41 @@ def minilm_slice(folder, layers=2):
     with open(os.path.join(src, "vocab.txt"), "rb") as f, open(os.path.join(folder, "vocab.txt"), "wb") as g:
         g.write(f.read())
     return folder
+
+
+_WORDS = ("the a film story actor plot scene music cast movie book song play show it this that was is "
+          "very quite rather truly not really so too more less").split()
+_POS, _NEG = ("good great fine lovely brilliant warm funny moving".split(),
+              "bad dull poor awful boring weak flat tedious".split())
+
+
+def synthetic_glue(root, n_train=96, n_dev=40, seed=0):
+    """A small GLUE-layout folder (SST-2 and STS-B) of generated sentences, so that the end-to-end
+    tests run on a fresh clone without the real GLUE files. Labels follow the words (SST-2: more
+    positive than negative words; STS-B: word overlap of the pair), so a model can learn them."""
+    rng = np.random.RandomState(seed)
+
+    def sentence():
+        words = list(rng.choice(_WORDS, rng.randint(3, 9)))
+        for _ in range(rng.randint(1, 3)):
+            words.insert(rng.randint(len(words) + 1), rng.choice(_POS if rng.rand() < 0.5 else _NEG))
+        return " ".join(words)
+
+    os.makedirs(os.path.join(root, "SST-2"), exist_ok=True)
+    os.makedirs(os.path.join(root, "STS-B"), exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        with open(os.path.join(root, "SST-2", f"{split}.tsv"), "w") as f:
+            f.write("sentence\tlabel\n")
+            for _ in range(n):
+                s = sentence()
+                score = sum(w in _POS for w in s.split()) - sum(w in _NEG for w in s.split())
+                f.write(f"{s}\t{int(score > 0 or (score == 0 and rng.rand() < 0.5))}\n")
+        with open(os.path.join(root, "STS-B", f"{split}.tsv"), "w") as f:
+            f.write("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n")
+            for i in range(n):
+                a = sentence()
+                b = a if rng.rand() < 0.3 else sentence()
+                wa, wb = set(a.split()), set(b.split())
+                score = 5.0 * len(wa & wb) / len(wa | wb)
+                f.write(f"{i}\tmain-forums\tsynthetic\t2026\t{i}\tnone\tnone\t{a}\t{b}\t{score:.3f}\n")
+    return root

@@ -155,8 +155,8 @@ def test_export_py_static_shapes_and_packed(tmp_path, graph):
     import export
     _student(tmp_path, QuantConfig(), np.random.RandomState(4))
     written = export.main(["--checkpoint", str(tmp_path / "s.ckpt"), "--output", str(tmp_path / "e"),
-                           "--batch_size", "2", "--seq_length", "9", "--packed"])
-    assert written == [str(tmp_path / "e.mindir"), str(tmp_path / "e.tbq"), str(tmp_path / "e.size.json")]
+                           "--batch_size", "2", "--seq_length", "9", "--file_format", "MINDIR"])
+    assert written == [str(tmp_path / f"e.{x}") for x in ("mindir", "tbq", "size.json", "json", "manifest.json")]
     size = json.load(open(tmp_path / "e.size.json"))
     assert size["packed_bytes"] == os.path.getsize(tmp_path / "e.tbq")
     cell = ms.nn.GraphCell(ms.load(str(tmp_path / "e.mindir")))

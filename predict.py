@@ -1,0 +1,83 @@
+"""Predict labels (or scores) for raw text with any model this project writes.
+
+    python predict.py --model out/export/student.onnx --input sentences.tsv --output predictions.txt
+    echo "a gripping film" | python predict.py --model out/export/student.onnx --input -
+
+Input: a .tsv (one example per line: ``text`` or ``text_a<TAB>text_b``, every line with the same
+number of fields; --skip_header drops a first line), a .jsonl (objects with "text", or "text_a"
+and "text_b"), or - for standard input (tsv). Output: one line per input line, the label name
+(classification) or the score (regression), in input order. A malformed line stops the run with
+its file and line number before anything is written; the output file is replaced atomically.
+
+Models: .onnx (ONNX Runtime, no MindSpore needed to run it), .mindir, .tbq, .ckpt. The tokenizer
+vocabulary is the vocab.txt beside the model (export.py puts it there) unless --vocab_file.
+By default every batch is padded to the length the model was trained at and taken in input order,
+exactly as eval.py does, so predict.py and eval.py give the same outputs for the same examples;
+--dynamic_length cuts each batch to its longest example instead (faster; the 8-bit activation
+scales are per batch, so outputs can then differ in the last digits).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+from src import cli
+
+logger = logging.getLogger("predict")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help=".onnx, .mindir, .tbq or .ckpt")
+    ap.add_argument("--input", required=True, help=".tsv, .jsonl, or - (stdin, tsv)")
+    ap.add_argument("--output", default="-", help="output file (default: stdout)")
+    ap.add_argument("--vocab_file", default=None, help="default: vocab.txt beside the model")
+    ap.add_argument("--cased", action="store_true", help="do not lower-case (cased vocabularies)")
+    ap.add_argument("--skip_header", action="store_true", help="tsv: the first line is a header")
+    ap.add_argument("--max_seq_length", type=cli.positive_int, default=None,
+                    help="default: the length the model was trained at (else the task table's)")
+    ap.add_argument("--batch_size", type=cli.positive_int, default=32)
+    ap.add_argument("--dynamic_length", action="store_true", help="cut each batch to its longest example")
+    ap.add_argument("--threads", type=cli.non_negative_int, default=0, help="ONNX Runtime threads (0: all cores)")
+    ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"],
+                    help="for .mindir/.tbq/.ckpt models")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    from src.config import get_task
+    from src.predict_io import encode, read_examples, write_lines
+    from src.tokenization import BertTokenizer
+    vocab = args.vocab_file or os.path.join(os.path.dirname(os.path.abspath(args.model)), "vocab.txt")
+    if not os.path.isfile(vocab):
+        raise FileNotFoundError(f"vocab file {vocab} does not exist; pass --vocab_file (the vocab.txt of the "
+                                f"model's backbone)")
+    examples = read_examples(args.input, args.skip_header)  # every line checked before any work
+    if not args.model.endswith(".onnx"):
+        from src.trainer import set_context
+        set_context(args.device_target, 0, "graph")
+    from src.deploy import load_predictor
+    model = load_predictor(args.model, threads=args.threads)
+    spec = get_task(model.run.task)
+    max_len = args.max_seq_length or (model.run.train.max_seq_length if model.run.train else spec.max_seq_length)
+    tok = BertTokenizer(vocab, do_lower_case=not args.cased)
+    import numpy as np
+    outputs = []
+    for i in range(0, len(examples), args.batch_size):
+        ids, mask, seg = encode(tok, examples[i:i + args.batch_size], max_len, args.dynamic_length)
+        logits = model(ids, mask, seg)
+        if spec.is_regression:
+            outputs += [f"{v:.6f}" for v in logits.reshape(-1)]
+        else:
+            outputs += [spec.labels[k] for k in np.argmax(logits, axis=-1)]
+    write_lines(args.output, outputs)
+    logger.info("%d predictions (%s, %s) -> %s", len(outputs), model.run.task, model.run.quant.name,
+                "stdout" if args.output == "-" else args.output)
+    return outputs
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main, "predict"))

@@ -1,0 +1,223 @@
+"""Deployment artifacts: write them (export.py) and run them (eval.py, predict.py).
+
+``export_artifacts`` writes, from a trained network, next to an output base path ``out``:
+  out.mindir         the FROZEN network: weights fixed at q(w) = scale * codes (no per-call
+                     ternarization, no LAT curvature), 8-bit activation fake-quant kept; fp32
+                     compute in MindSpore (GPU / Ascend serving, or MindSpore on CPU)
+  out.onnx           the integer ONNX model (src/onnx_export.py) for ONNX Runtime on CPU
+  out.tbq            the packed 2-bit file (src/packing.py)
+  out.json           the RunConfig (as beside every checkpoint: eval.py and predict.py read it)
+  out.manifest.json  bytes and SHA-256 of every file written: a damaged .mindir is refused
+  vocab.txt          the tokenizer's vocabulary, when the checkpoint folder has one
+
+``load_predictor(path)`` opens any of .ckpt, .tbq, .mindir, .onnx as a callable
+(input_ids, input_mask, segment_ids) int32 [B, S] -> logits [B, num_labels] plus its RunConfig.
+The ONNX path imports neither MindSpore nor onnx: a deployed process needs onnxruntime only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from .config import RunConfig, atomic_write_text, config_path_for
+
+FORMATS = ("MINDIR", "ONNX", "AIR")
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, truncated, corrupted, or not one this project wrote."""
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest_path(model_path: str) -> str:
+    return os.path.splitext(model_path)[0] + ".manifest.json"
+
+
+def write_manifest(base: str, files, extra: dict) -> str:
+    """``base``.manifest.json: bytes and SHA-256 of each file (by base name), plus ``extra``."""
+    entries = {os.path.basename(p): {"bytes": os.path.getsize(p), "sha256": sha256_of(p)} for p in files}
+    path = base + ".manifest.json"
+    atomic_write_text(path, json.dumps({"files": entries, **extra}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def verify_against_manifest(path: str) -> None:
+    """Refuse ``path`` unless its manifest lists it with the same size and SHA-256."""
+    mpath = manifest_path(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if not os.path.isfile(mpath):
+        raise ModelFileError(f"{path}: no {os.path.basename(mpath)} beside it (export.py writes one; "
+                             f"it holds the checksum that proves the file is whole)")
+    with open(mpath, encoding="utf-8") as f:
+        entry = json.load(f)["files"].get(os.path.basename(path))
+    if entry is None:
+        raise ModelFileError(f"{path} is not listed in {mpath}")
+    size = os.path.getsize(path)
+    if size != entry["bytes"]:
+        raise ModelFileError(f"{path}: {size} bytes, {entry['bytes']} expected: the file is truncated or "
+                             f"was replaced")
+    if sha256_of(path) != entry["sha256"]:
+        raise ModelFileError(f"{path}: checksum mismatch: the file is corrupted")
+
+
+# ------------------------------------------------------------------------------------------
+# Writing
+# ------------------------------------------------------------------------------------------
+def export_mindir(frozen, base: str, file_format: str = "MINDIR", batch_size: int = 0,
+                  seq_length: int = 0) -> str:
+    """ms.export of a frozen network's logits; dynamic batch / length where the size is 0."""
+    import mindspore as ms
+    from .tinybert_model import LogitsOnly
+    shape = [batch_size or None, seq_length or None]
+    if None in shape:
+        inputs = [ms.Tensor(shape=shape, dtype=ms.int32) for _ in range(3)]
+    else:
+        inputs = [ms.Tensor(np.zeros(shape, np.int32)) for _ in range(3)]
+    frozen.set_train(False)
+    ms.export(LogitsOnly(frozen), *inputs, file_name=base, file_format=file_format)
+    return base + "." + file_format.lower()
+
+
+def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"), packed: bool = True,
+                     codes: Optional[Dict[str, tuple]] = None, side_dtype: str = "fp32",
+                     pack_codes: bool = True, batch_size: int = 0, seq_length: int = 0,
+                     vocab_from: Optional[str] = None) -> list:
+    """Write the deployment files of ``net`` (see the module docstring). Returns their paths.
+
+    codes: the (bits, scale, codes) of the quantized weights when they are known already (a .tbq
+    source); by default computed from ``net`` with quantize_weight.
+    """
+    from .packing import freeze, quantized_tensors, save_packed, size_report
+    from .tinybert_model import quantized_cells
+    os.makedirs(os.path.dirname(os.path.abspath(base)) or ".", exist_ok=True)
+    trained = bool(quantized_cells(net))  # False: already frozen (rebuilt from a .tbq)
+    if codes is None:
+        if not trained and (run.quant.weight_bits < 32 or run.quant.embedding_bits < 32):
+            raise ValueError("a frozen network needs its codes (pass those of the .tbq it came from)")
+        codes = quantized_tensors(net, run.quant)
+    written = []
+    for fmt in formats:
+        if fmt == "ONNX":
+            from .onnx_export import export_onnx
+            written.append(export_onnx(net, run, base + ".onnx", codes=codes, pack_codes=pack_codes))
+        elif fmt in ("MINDIR", "AIR"):
+            frozen = freeze(net, run) if trained else net
+            written.append(export_mindir(frozen, base, fmt, batch_size, seq_length))
+        else:
+            raise ValueError(f"unknown file format {fmt!r}; one of {', '.join(FORMATS)}")
+    if packed:
+        save_packed(net, run, base + ".tbq", side_dtype=side_dtype, codes=codes)
+        written.append(base + ".tbq")
+        if trained:  # sizes of the fp32 model and of the packed file (benchmarks read it)
+            atomic_write_text(base + ".size.json", json.dumps(size_report(net, base + ".tbq"), indent=2) + "\n")
+            written.append(base + ".size.json")
+    run_plain = RunConfig(task=run.task, model=run.model, quant=run.quant, distill=run.distill, train=run.train)
+    run_plain.save(base + ".json")
+    written.append(base + ".json")
+    if vocab_from and os.path.isfile(vocab_from):
+        dst = os.path.join(os.path.dirname(os.path.abspath(base)), "vocab.txt")
+        if os.path.abspath(vocab_from) != dst:
+            shutil.copyfile(vocab_from, dst)
+        written.append(dst)
+    written.append(write_manifest(base, [p for p in written if not p.endswith(".json")],
+                                  {"task": run.task, "quant": run.quant.name}))
+    return written
+
+
+# ------------------------------------------------------------------------------------------
+# Running
+# ------------------------------------------------------------------------------------------
+class OnnxPredictor:
+    """An ONNX model written by export.py, run by ONNX Runtime (no MindSpore, no onnx package)."""
+
+    def __init__(self, path: str, threads: int = 0):
+        import onnxruntime as ort
+        self.path = path
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"model file {path} does not exist") from None
+        from .onnx_export import FORMAT, OnnxExportError, check_bytes
+        try:
+            check_bytes(raw, path)
+        except OnnxExportError as e:
+            raise ModelFileError(str(e)) from None
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(raw, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own types for unreadable models
+            raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("format") != FORMAT:
+            raise ModelFileError(f"{path}: not an ONNX model written by export.py (format "
+                                 f"{meta.get('format')!r}, expected {FORMAT!r})")
+        self.run = RunConfig.from_dict(json.loads(meta["run_config"]), where=path)
+
+    def __call__(self, input_ids, input_mask, segment_ids) -> np.ndarray:
+        feed = {"input_ids": np.asarray(input_ids, np.int32), "input_mask": np.asarray(input_mask, np.int32),
+                "segment_ids": np.asarray(segment_ids, np.int32)}
+        return self.session.run(["logits"], feed)[0]
+
+
+class MindsporePredictor:
+    """A MINDIR (verified against its manifest) or a network, called in MindSpore."""
+
+    def __init__(self, fn: Callable, run: RunConfig, path: str):
+        self.fn, self.run, self.path = fn, run, path
+
+    def __call__(self, input_ids, input_mask, segment_ids) -> np.ndarray:
+        import mindspore as ms
+        args = [ms.Tensor(np.asarray(a, np.int32)) for a in (input_ids, input_mask, segment_ids)]
+        return self.fn(*args).asnumpy()
+
+
+def load_mindir(path: str) -> MindsporePredictor:
+    import mindspore as ms
+    from mindspore import nn
+    verify_against_manifest(path)
+    run = RunConfig.load(config_path_for(path))
+    try:
+        graph = nn.GraphCell(ms.load(path))
+    except (RuntimeError, ValueError) as e:
+        raise ModelFileError(f"{path}: MindSpore cannot load it ({str(e).splitlines()[0][:200]})") from None
+    return MindsporePredictor(graph, run, path)
+
+
+def load_network_any(path: str):
+    """(network, RunConfig) from a .ckpt (config .json beside it) or a packed .tbq file."""
+    if path.endswith(".tbq"):
+        from .packing import load_packed
+        return load_packed(path)
+    from .checkpoint import load_network
+    return load_network(path)
+
+
+def load_predictor(path: str, threads: int = 0):
+    """A callable model of any kind this project writes, with its RunConfig as ``.run``."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".onnx":
+        return OnnxPredictor(path, threads)
+    if ext == ".mindir":
+        return load_mindir(path)
+    if ext in (".ckpt", ".tbq"):
+        from .tinybert_model import LogitsOnly
+        net, run = load_network_any(path)
+        net.set_train(False)
+        return MindsporePredictor(LogitsOnly(net), run, path)
+    raise ValueError(f"{path}: unknown model file type {ext!r} (expected .ckpt, .tbq, .mindir or .onnx)")

@@ -1,0 +1,387 @@
+"""Ternary ONNX export: the project writes the ONNX graph itself, from the ternary codes.
+
+MindSpore's own ONNX export cannot express this network (dynamic shapes, Erf, the quantizers),
+and a float ONNX of the fake-quant network would compute in fp32 anyway. Here every quantized
+dense layer becomes an integer matrix product that ONNX Runtime runs with int8 GEMM kernels:
+
+    u   = QuantizeLinear(clip(x), s, zero_point 128)      uint8 [.., in]   (8-bit activation)
+    acc = MatMulInteger(u, C, 128, 0)                      int32 [.., out]  (C: int8 codes^T)
+    y   = float(acc) * (s * alpha) + bias                  fp32  [.., out]
+
+with ``(alpha, C)`` exactly the ``(scale, codes)`` of ``src.quant.quantize_weight`` (the function
+training and evaluation use) and ``s`` computed by the same formula as the training fake-quant
+(per-tensor max-abs, clipped; or the EMA / learned fixed range). Activations are uint8 with zero
+point 128 because ONNX Runtime's u8 x s8 GEMM is its fast path (an int8 x int8 product runs ~10x
+slower there); the integers are the same. Q and K before Q.K^T, and the softmax probabilities
+and V before P.V, are fake-quantized (QuantizeLinear/DequantizeLinear pairs) as in training.
+
+Ternary codes are stored at 1.6 bits each (base-3, five per byte, as in the .tbq file) with a
+small decode subgraph (Gather from a 243 x 5 table) that ONNX Runtime constant-folds when it
+loads the model, so the file is close to the .tbq size while inference uses plain int8 codes.
+``pack_codes=False`` stores int8 codes instead (no decode step; 5x larger codes).
+
+The model carries its RunConfig and a SHA-256 of its content in ``metadata_props``, so eval.py
+and predict.py need nothing beside the file and refuse a corrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+OPSET = 17
+IR_VERSION = 8  # opset 17's IR version: readable by every ONNX Runtime since 1.13
+FORMAT = "ternarybert-onnx/1"
+ZP = 128  # zero point of the uint8 activations (symmetric ranges)
+
+_TERNARY_TABLE = ((np.arange(243)[:, None] // np.array([1, 3, 9, 27, 81])[None, :]) % 3 - 1).astype(np.int8)
+
+
+class OnnxExportError(ValueError):
+    """The network holds something this exporter cannot express."""
+
+
+@dataclass
+class _QAct:
+    """An 8-bit activation: uint8 tensor ``u`` with value (u - zp) * s + lo."""
+    u: str
+    zp: int
+    s: str          # name of a float scalar tensor
+    lo: float = 0.0  # asymmetric ranges: the value of code 0 (u is zero-point 0)
+
+
+class _Graph:
+    """A thin writer over onnx.helper: unique names, initializers, one-output nodes."""
+
+    def __init__(self):
+        import onnx
+        from onnx import helper, numpy_helper
+        self.onnx, self.helper, self.numpy_helper = onnx, helper, numpy_helper
+        self.nodes, self.inits, self._n = [], [], 0
+        self._consts: Dict[Tuple, str] = {}
+
+    def name(self, hint: str) -> str:
+        self._n += 1
+        return f"{hint}_{self._n}"
+
+    def init(self, hint: str, arr: np.ndarray) -> str:
+        name = self.name(hint)
+        self.inits.append(self.numpy_helper.from_array(np.require(arr, requirements="C"), name))  # 0-d stays 0-d
+        return name
+
+    def const(self, value, dtype=np.float32) -> str:
+        """A small shared constant (scalars, shapes)."""
+        arr = np.asarray(value, dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        if key not in self._consts:
+            self._consts[key] = self.init("c", arr)
+        return self._consts[key]
+
+    def op(self, op_type: str, inputs, n_out: int = 1, **attrs):
+        outs = [self.name(op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), outs, name=self.name(op_type),
+                                                **attrs))
+        return outs[0] if n_out == 1 else outs
+
+
+# ------------------------------------------------------------------------------------------
+# Weights
+# ------------------------------------------------------------------------------------------
+def _int8_codes(g: _Graph, hint: str, codes: np.ndarray, bits: int, pack: bool) -> str:
+    """Codes (any shape) as an int8 tensor of the graph; ternary ones packed 5 per byte."""
+    codes = np.asarray(codes)
+    if bits != 2 or not pack:
+        return g.init(hint, codes.astype(np.int8))
+    from .packing import pack_ternary
+    packed = np.frombuffer(pack_ternary(codes), np.uint8)
+    digits = g.op("Gather", [g.init("ternary_table", _TERNARY_TABLE),
+                             g.op("Cast", [g.init(hint + "_base3", packed)], to=g.onnx.TensorProto.INT32)],
+                  axis=0)  # [bytes, 5]
+    flat = g.op("Reshape", [digits, g.const([-1], np.int64)])
+    flat = g.op("Slice", [flat, g.const([0], np.int64), g.const([codes.size], np.int64)])
+    return g.op("Reshape", [flat, g.const(codes.shape, np.int64)])
+
+
+def _float_weight(g: _Graph, hint: str, w: np.ndarray, q) -> str:
+    """Weight as fp32: the float array, or scale * codes (decoded and folded at load)."""
+    if q is None:
+        return g.init(hint, w.astype(np.float32))
+    bits, scale, codes, pack = q
+    c = g.op("Cast", [_int8_codes(g, hint, codes, bits, pack)], to=g.onnx.TensorProto.FLOAT)
+    return g.op("Mul", [c, g.init(hint + "_scale", np.asarray(scale, np.float32))])
+
+
+# ------------------------------------------------------------------------------------------
+# Activation quantizers (one per ActQuant node of the network)
+# ------------------------------------------------------------------------------------------
+def _act_quant(g: _Graph, x: str, aq) -> _QAct:
+    """The 8-bit codes of ``x`` for an ActQuant node, by the same formula as training."""
+    from .quant import ActQuant
+    assert isinstance(aq, ActQuant)
+    fq = aq.fq
+    levels = float(2 ** (fq.bits - 1) - 1)
+    u8 = np.uint8
+    if fq.bits != 8:
+        raise OnnxExportError(f"{fq.bits}-bit activations cannot be exported (8 only)")
+    if aq.mode == "symmetric":
+        if fq.bounded:  # softmax probabilities, in [0, 1]: no clip
+            xc = x
+            m = g.op("ReduceMax", [x], keepdims=0)
+        else:
+            xc = g.op("Clip", [x, g.const(-fq.clip), g.const(fq.clip)])
+            m = g.op("ReduceMax", [g.op("Abs", [xc])], keepdims=0)
+        m = g.op("Max", [m, g.const(1e-30)])
+        s = g.op("Div", [m, g.const(levels)])
+        return _QAct(g.op("QuantizeLinear", [xc, s, g.const(ZP, u8)]), ZP, s)
+    if aq.mode == "learned":
+        a = np.maximum(np.float32(aq.clip.asnumpy().reshape(())), np.float32(1e-3))
+        s = g.const(a / np.float32(levels))
+        xc = g.op("Clip", [x, g.const(-a), g.const(a)])
+        return _QAct(g.op("QuantizeLinear", [xc, s, g.const(ZP, u8)]), ZP, s)
+    if aq.mode == "asymmetric_ema":
+        # q = round((clip(x, lo, hi) - lo) / s) s + lo, s = (hi - lo) / 255: codes 0..255, zero point 0
+        lo = np.float32(aq.ema_lo.asnumpy())
+        hi = np.float32(aq.ema_hi.asnumpy())
+        r = np.maximum(hi - lo, np.float32(1e-30))
+        s = g.const(r / np.float32(2 ** fq.bits - 1))
+        return _QAct(g.op("QuantizeLinear", [g.op("Sub", [x, g.const(lo)]), s, g.const(0, u8)]), 0, s,
+                     float(lo))
+    raise OnnxExportError(f"activation mode {aq.mode!r} cannot be exported")
+
+
+def _dequant(g: _Graph, qa: _QAct) -> str:
+    """The fake-quantized float value of an 8-bit activation."""
+    x = g.op("DequantizeLinear", [qa.u, qa.s, g.const(qa.zp, np.uint8)])
+    return g.op("Add", [x, g.const(qa.lo)]) if qa.lo else x
+
+
+def _fake_quant(g: _Graph, x: str, aq) -> str:
+    return x if aq is None else _dequant(g, _act_quant(g, x, aq))
+
+
+# ------------------------------------------------------------------------------------------
+# Layers
+# ------------------------------------------------------------------------------------------
+class _Writer:
+    def __init__(self, g: _Graph, params: Dict[str, np.ndarray], codes: Dict[str, tuple], pack: bool):
+        self.g, self.params, self.codes, self.pack = g, params, codes, pack
+
+    def q(self, name: str):
+        """(bits, scale, codes, pack) of a quantized weight, or None for a float one."""
+        if name not in self.codes:
+            return None
+        bits, scale, codes = self.codes[name]
+        return bits, scale, codes, self.pack
+
+    def dense(self, prefixes, x, aq):
+        """QuantDense layers reading the same input x ([.., in]; a float tensor name, quantized
+        here by ``aq``, or a _QAct). Several layers (Q, K, V) run as ONE matrix product over their
+        concatenated weights, split afterwards: one GEMM of N = 3H is faster than three of H.
+        Returns one output name per prefix ([.., out])."""
+        g = self.g
+        ws = [self.params[p + ".weight"] for p in prefixes]  # [out, in] each
+        outs = [w_.shape[0] for w_ in ws]
+        bias = np.concatenate([self.params[p + ".bias"] for p in prefixes]).astype(np.float32)
+        qs = [self.q(p + ".weight") for p in prefixes]
+        hint = "+".join(prefixes)
+        if aq is not None and not isinstance(x, _QAct):
+            x = _act_quant(g, x, aq)
+        if isinstance(x, _QAct) and all(q is not None for q in qs):
+            bits = qs[0][0]
+            ct = np.concatenate([np.asarray(q[2]).T for q in qs], axis=1)  # [in, sum(out)]
+            # Transformer weights: one scale per matrix; per output column once concatenated
+            alphas = [np.asarray(q[1], np.float32).reshape(()) for q in qs]
+            alpha = alphas[0] if len(qs) == 1 else np.concatenate(
+                [np.full(n, a_, np.float32) for n, a_ in zip(outs, alphas)])
+            if bits == 2:
+                acc = g.op("MatMulInteger", [x.u, _int8_codes(g, hint, ct, bits, self.pack), g.const(x.zp, np.uint8)])
+            else:
+                # 8-bit codes as uint8 (zero point 128): a u8 x s8 product of AVX2 kernels sums pairs
+                # in saturating int16 (255 * 127 * 2 overflows), u8 x u8 does not. Ternary codes
+                # cannot overflow there (255 * 1 * 2).
+                cu = (ct.astype(np.int16) + ZP).astype(np.uint8)
+                acc = g.op("MatMulInteger", [x.u, g.init(hint, cu), g.const(x.zp, np.uint8),
+                                             g.const(ZP, np.uint8)])
+            scale = g.op("Mul", [x.s, g.const(alpha)])
+            y = g.op("Mul", [g.op("Cast", [acc], to=g.onnx.TensorProto.FLOAT), scale])
+            if x.lo:
+                # value = u s + lo: the lo part is a constant per output, folded into the bias
+                bias = bias + np.float32(x.lo) * (alpha * ct.astype(np.float32).sum(axis=0))
+        else:
+            xf = _dequant(g, x) if isinstance(x, _QAct) else x
+            wts = [_float_weight(g, p, w_.T, None) if q is None else
+                   _float_weight(g, p, None, (q[0], q[1], np.asarray(q[2]).T, q[3]))
+                   for p, w_, q in zip(prefixes, ws, qs)]
+            wt = wts[0] if len(wts) == 1 else g.op("Concat", wts, axis=1)  # [in, sum(out)]
+            y = g.op("MatMul", [xf, wt])
+        y = g.op("Add", [y, g.init(hint + ".bias", bias.astype(np.float32))])
+        if len(prefixes) == 1:
+            return [y]
+        return g.op("Split", [y, g.const(outs, np.int64)], n_out=len(prefixes), axis=-1)
+
+    def layer_norm(self, prefix: str, x: str, eps: float) -> str:
+        g = self.g
+        return g.op("LayerNormalization", [x, g.init(prefix + ".weight", self.params[prefix + ".weight"]),
+                                           g.init(prefix + ".bias", self.params[prefix + ".bias"])],
+                    axis=-1, epsilon=float(eps))
+
+    def word_embedding(self, name: str, ids: str) -> str:
+        g = self.g
+        q = self.q(name)
+        if q is None:
+            return g.op("Gather", [g.init(name, self.params[name]), ids], axis=0)
+        bits, scale, codes, pack = q
+        rows = g.op("Cast", [g.op("Gather", [_int8_codes(g, name, codes, bits, pack), ids], axis=0)],
+                    to=g.onnx.TensorProto.FLOAT)  # [B, S, H]
+        scale = np.asarray(scale, np.float32)
+        if scale.size == 1:  # layer-wise: one scale
+            return g.op("Mul", [rows, g.const(scale.reshape(()))])
+        # row-wise: the scales of the looked-up rows, [V, 1] -> [B, S, 1]
+        return g.op("Mul", [rows, g.op("Gather", [g.init(name + "_scale", scale.reshape(-1, 1)), ids], axis=0)])
+
+
+def _gelu(g: _Graph, x: str) -> str:
+    # erf GELU in the form ONNX Runtime fuses into one Gelu kernel: (x * 0.5) * (1 + erf(x / sqrt 2))
+    e = g.op("Erf", [g.op("Div", [x, g.const(1.4142135623730951)])])
+    return g.op("Mul", [g.op("Mul", [x, g.const(0.5)]), g.op("Add", [e, g.const(1.0)])])
+
+
+def _attention(w: _Writer, prefix: str, cell, x: str, mask_add: str, cfg) -> str:
+    """BertSelfAttention: x [B, S, H] -> context [B, S, H]."""
+    g = w.g
+    nh, hd = cfg.num_attention_heads, cfg.head_dim
+    # Q, K, V read one quantized input (as in training: one fake-quant node for the three)
+    xq = _act_quant(g, x, cell.in_quant) if cell.in_quant is not None else x
+    q, k, v = w.dense([prefix + ".query", prefix + ".key", prefix + ".value"], xq, None)  # [B, S, H]
+    # Per-tensor statistics do not depend on the layout: fake-quantizing before the head split
+    # is the same, and keeps ONNX Runtime from turning P.V into a (slower) batched integer GEMM.
+    q, k, v = (_fake_quant(g, t, aq) for t, aq in ((q, cell.q_quant), (k, cell.k_quant), (v, cell.v_quant)))
+    heads = g.const([0, 0, nh, hd], np.int64)
+    q = g.op("Transpose", [g.op("Reshape", [q, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd]
+    k = g.op("Transpose", [g.op("Reshape", [k, heads])], perm=[0, 2, 3, 1])  # [B, nh, hd, S]
+    v = g.op("Transpose", [g.op("Reshape", [v, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd]
+    scores = g.op("Add", [g.op("MatMul", [g.op("Mul", [q, g.const(cell.inv_sqrt_hd)]), k]), mask_add])
+    probs = _fake_quant(g, g.op("Softmax", [scores], axis=-1), cell.p_quant)  # [B, nh, S, S]
+    ctx = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])  # [B, S, nh, hd]
+    return g.op("Reshape", [ctx, g.const([0, 0, cfg.hidden_size], np.int64)])
+
+
+def build_model(net, run, codes: Dict[str, tuple], pack_codes: bool = True):
+    """The ONNX ModelProto of ``net`` (a BertForSequenceClassification in eval mode).
+
+    codes: {weight name: (bits, scale, codes)} of every quantized weight (``quantized_tensors``).
+    Inputs input_ids, input_mask, segment_ids: int32 [batch, seq] (both dynamic); output logits
+    float32 [batch, num_labels].
+    """
+    from onnx import TensorProto
+    from .checkpoint import named_params
+    g = _Graph()
+    cfg = run.model
+    params = {n: p.asnumpy() for n, p in named_params(net).items()}
+    w = _Writer(g, params, codes, pack_codes)
+    bert = net.bert
+    inputs = [g.helper.make_tensor_value_info(n, TensorProto.INT32, ["batch", "seq"])
+              for n in ("input_ids", "input_mask", "segment_ids")]
+
+    # embeddings: word + position[:S] + token type, LayerNorm       -> [B, S, H]
+    we = w.word_embedding("bert.embeddings.word_embeddings.weight", "input_ids")
+    seq = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const([1], np.int64)], axis=0)  # [1]
+    pos = g.op("Slice", [g.init("bert.embeddings.position_embeddings.weight",
+                                params["bert.embeddings.position_embeddings.weight"]),
+                         g.const([0], np.int64), seq, g.const([0], np.int64)])  # [S, H]
+    tok = g.op("Gather", [g.init("bert.embeddings.token_type_embeddings.weight",
+                                 params["bert.embeddings.token_type_embeddings.weight"]), "segment_ids"], axis=0)
+    x = w.layer_norm("bert.embeddings.LayerNorm", g.op("Add", [g.op("Add", [we, pos]), tok]), cfg.layer_norm_eps)
+
+    # additive mask [B, 1, 1, S]: 0 where attended, -10000 where padded
+    m = g.op("Cast", ["input_mask"], to=TensorProto.FLOAT)
+    mask_add = g.op("Unsqueeze", [g.op("Mul", [g.op("Sub", [g.const(1.0), m]), g.const(-10000.0)]),
+                                  g.const([1, 2], np.int64)])
+
+    for i, layer in enumerate(bert.encoder.layer):
+        p = f"bert.encoder.layer.{i}."
+        att = layer.attention
+        ctx = _attention(w, p + "attention.self", att.self, x, mask_add, cfg)
+        a, = w.dense([p + "attention.output.dense"], ctx, att.output.dense.aq)
+        a = w.layer_norm(p + "attention.output.LayerNorm", g.op("Add", [a, x]), cfg.layer_norm_eps)
+        h, = w.dense([p + "intermediate.dense"], a, layer.intermediate.dense.aq)
+        h, = w.dense([p + "output.dense"], _gelu(g, h), layer.output.dense.aq)
+        x = w.layer_norm(p + "output.LayerNorm", g.op("Add", [h, a]), cfg.layer_norm_eps)
+
+    cls = g.op("Gather", [x, g.const(0, np.int64)], axis=1)  # [B, H]
+    pooled = g.op("Tanh", w.dense(["bert.pooler.dense"], cls, bert.pooler.dense.aq))
+    logits = g.op("Add", [g.op("MatMul", [pooled, g.init("classifier.weight", params["classifier.weight"].T)]),
+                          g.init("classifier.bias", params["classifier.bias"])])
+    g.nodes.append(g.helper.make_node("Identity", [logits], ["logits"], name="logits"))
+    out = g.helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", cfg.num_labels])
+    graph = g.helper.make_graph(g.nodes, f"ternarybert_{run.task}_{run.quant.name}", inputs, [out], g.inits)
+    model = g.helper.make_model(graph, opset_imports=[g.helper.make_opsetid("", OPSET)],
+                                producer_name="ternarybert-mindspore", ir_version=IR_VERSION)
+    model.doc_string = (f"TernaryBERT {run.quant.name} student for {run.task}: inputs int32 [batch, seq] "
+                        f"(input_ids, input_mask, segment_ids) -> logits [batch, {cfg.num_labels}]")
+    return model
+
+
+# The checksum is the file's last metadata entry, ("content_sha256", sha256 of every byte before
+# the entry). Protobuf serializes fields in number order and metadata_props (14) is the last field
+# this writer fills, so the entry is a fixed-size suffix: a reader checks it without parsing.
+_SUM_KEY = b"content_sha256"
+
+
+def _checksum_entry(hexdigest: str) -> bytes:
+    inner = b"\x0a" + bytes([len(_SUM_KEY)]) + _SUM_KEY + b"\x12" + bytes([64]) + hexdigest.encode("ascii")
+    return b"\x72" + bytes([len(inner)]) + inner  # field 14, length-delimited
+
+
+_ENTRY_LEN = len(_checksum_entry("0" * 64))
+
+
+def check_bytes(raw: bytes, path: str) -> None:
+    """Refuse a file that is not whole: its checksum entry must match the bytes before it."""
+    if len(raw) <= _ENTRY_LEN:
+        raise OnnxExportError(f"{path}: {len(raw)} bytes is too short to be an exported model")
+    body, entry = raw[:-_ENTRY_LEN], raw[-_ENTRY_LEN:]
+    if entry[:-64] != _checksum_entry("0" * 64)[:-64]:
+        raise OnnxExportError(f"{path}: no checksum at its end: truncated, or not written by export.py")
+    if hashlib.sha256(body).hexdigest().encode("ascii") != entry[-64:]:
+        raise OnnxExportError(f"{path}: checksum mismatch: the file is corrupted")
+
+
+def export_onnx(net, run, path: str, codes: Optional[Dict[str, tuple]] = None, pack_codes: bool = True) -> str:
+    """Write ``net`` as a self-describing ONNX file at ``path`` (atomically). Returns the path."""
+    import os
+    import onnx
+    from .packing import quantized_tensors
+    if codes is None:
+        codes = quantized_tensors(net, run.quant)
+    net.set_train(False)
+    model = build_model(net, run, codes, pack_codes)
+    # shapes of the intermediate tensors: ONNX Runtime's fusions (SkipLayerNormalization, ...) need them
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.checker.check_model(model)
+    onnx.helper.set_model_props(model, {"format": FORMAT, "run_config": json.dumps(run.to_dict(), sort_keys=True),
+                                        "codes": "base3" if pack_codes else "int8"})
+    body = model.SerializeToString()
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(body + _checksum_entry(hashlib.sha256(body).hexdigest()))
+    os.replace(tmp, path)
+    return path
+
+
+def read_onnx(path: str):
+    """(ModelProto, RunConfig) of a file written by export_onnx; refuses other or damaged files."""
+    import onnx
+    from .config import RunConfig
+    with open(path, "rb") as f:
+        raw = f.read()
+    check_bytes(raw, path)
+    model = onnx.ModelProto.FromString(raw)
+    props = {p.key: p.value for p in model.metadata_props}
+    if props.get("format") != FORMAT:
+        raise OnnxExportError(f"{path}: not an ONNX model written by export.py (format "
+                              f"{props.get('format')!r}, expected {FORMAT!r})")
+    return model, RunConfig.from_dict(json.loads(props["run_config"]), where=path)

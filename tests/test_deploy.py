@@ -1,0 +1,293 @@
+"""Deployment: the ONNX model against the MindSpore network and numpy, the frozen MINDIR against
+eval, eval.py / predict.py on every file kind, damaged files refused with their names."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import mindspore as ms
+
+from conftest import ROOT, VOCAB, randomize, synthetic_glue, tiny_batch, tiny_config
+from numpy_ref import twn
+from src.checkpoint import load_network, save_network
+from src.config import QuantConfig, RunConfig
+from src.deploy import ModelFileError, OnnxPredictor, load_predictor
+from src.tinybert_model import BertForSequenceClassification, LogitsOnly
+
+onnx = pytest.importorskip("onnx")  # the deployment extra (requirements-deploy.txt); CI installs it
+T = ms.Tensor
+
+# Weights at scale 0.1 keep activations in the range a trained BERT has (LayerNorm-sized): there the
+# ONNX graph and MindSpore agree to ~1e-7; at larger scales float-rounding differences between the two
+# runtimes flip an occasional 8-bit activation code at a rounding boundary, which moves a logit by ~1e-3.
+W_SCALE = 0.1
+QUANTS = {
+    "2-2-8-twn-row": QuantConfig(),
+    "8-8-8": QuantConfig(weight_bits=8, embedding_bits=8),
+    "2-2-8-lat-layer-ema": QuantConfig(ternarizer="lat", embedding_granularity="layer", act_mode="asymmetric_ema"),
+    "2-2-8-learned": QuantConfig(act_mode="learned"),
+    "2-2-32": QuantConfig(act_bits=32),
+    "32-32-32": QuantConfig.full_precision(),
+}
+
+
+def _student(quant, rng, num_labels=3, task="mnli"):
+    cfg = tiny_config(num_labels)
+    net = BertForSequenceClassification(cfg, quant)
+    randomize(net, rng, W_SCALE)
+    for n, p in net.parameters_and_names():  # quantizer state away from its initial values
+        if n.endswith("lat_d"):
+            p.set_data(T(np.abs(rng.randn(*p.shape)).astype(np.float32) + 0.1))
+        elif n.endswith("ema_lo"):
+            p.set_data(T(np.float32(-rng.uniform(0.5, 2.0))))
+        elif n.endswith("ema_hi"):
+            p.set_data(T(np.float32(rng.uniform(0.5, 2.0))))
+        elif n.endswith(".clip"):
+            p.set_data(T(rng.uniform(0.3, 2.0, size=(1,)).astype(np.float32)))
+    net.set_train(False)
+    return net, RunConfig(task=task, model=cfg, quant=quant)
+
+
+def _batches(rng):
+    yield tiny_batch(rng, b=3, s=10)
+    yield tiny_batch(rng, b=1, s=5)
+    yield tiny_batch(rng, b=4, s=17)
+    yield tiny_batch(rng, b=2, s=32)  # the position table's full length
+
+
+@pytest.mark.parametrize("name", list(QUANTS))
+def test_onnx_logits_equal_the_network(tmp_path, pynative, name):
+    from src.onnx_export import export_onnx
+    rng = np.random.RandomState(0)
+    net, run = _student(QUANTS[name], rng)
+    for codes in (["base3", "int8"] if name == "2-2-8-twn-row" else ["base3"]):
+        path = export_onnx(net, run, str(tmp_path / f"m_{codes}.onnx"), pack_codes=codes == "base3")
+        model = OnnxPredictor(path)
+        assert model.run == run
+        fwd = LogitsOnly(net)
+        for ids, mask, seg in _batches(rng):  # dynamic batch and length, padded rows
+            ref = fwd(T(ids), T(mask), T(seg)).asnumpy()
+            got = model(ids, mask, seg)
+            assert got.shape == ref.shape
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    if not run.quant.is_float:  # and the quantization is really there: the float network differs
+        float_net = BertForSequenceClassification(run.model, QuantConfig.full_precision())
+        src = dict(net.parameters_and_names())
+        for n, p in float_net.parameters_and_names():
+            p.set_data(src[n].data.copy())
+        float_net.set_train(False)
+        assert np.abs(LogitsOnly(float_net)(T(ids), T(mask), T(seg)).asnumpy() - got).max() > 1e-4
+
+
+def _run_graph(nodes_fn, feeds):
+    """Run a small graph built by nodes_fn(g, *input names) -> output name in ONNX Runtime."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    from src.onnx_export import IR_VERSION, OPSET, _Graph
+    g = _Graph()
+    names = list(feeds)
+    out = nodes_fn(g, *names)
+    g.nodes.append(helper.make_node("Identity", [out], ["y"]))
+    ins = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+           for n, v in feeds.items()]
+    model = helper.make_model(helper.make_graph(g.nodes, "t", ins, [helper.make_empty_tensor_value_info("y")],
+                                                g.inits),
+                              opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def test_onnx_ternary_codes_and_integer_product_against_numpy(pynative):
+    """The stored codes are numpy TWN's, the base-3 decode restores them, and one quantized dense
+    layer is the exact integer product (u - 128) @ codes^T scaled by s * alpha."""
+    from src.onnx_export import _Writer, _act_quant, _int8_codes
+    from src.packing import quantized_tensors
+    rng = np.random.RandomState(1)
+    net, run = _student(QuantConfig(), rng)
+    codes = quantized_tensors(net, run.quant)
+    name = "bert.encoder.layer.0.intermediate.dense.weight"
+    w = net.bert.encoder.layer[0].intermediate.dense.weight.asnumpy()  # [out, in]
+    q_ref = twn(np.clip(w, -2.5, 2.5))  # alpha * codes, float64
+    codes_ref, alpha_ref = np.sign(q_ref), np.abs(q_ref).max()
+    np.testing.assert_array_equal(codes[name][2], codes_ref)
+    np.testing.assert_allclose(codes[name][1], alpha_ref, rtol=1e-6)
+
+    decoded = _run_graph(lambda g: _int8_codes(g, "w", codes_ref.T, 2, True), {})
+    assert decoded.dtype == np.int8
+    np.testing.assert_array_equal(decoded, codes_ref.T)
+
+    x = (rng.randn(2, 7, w.shape[1]) * 1.5).astype(np.float32)  # some |x| above the clip 2.5
+    cell = net.bert.encoder.layer[0].intermediate.dense
+    params = {name: w, name.replace("weight", "bias"): cell.bias.asnumpy()}
+    y = _run_graph(lambda g, xin: _Writer(g, params, codes, True).dense([name[:-7]], xin, cell.aq)[0], {"x": x})
+    m = min(np.abs(x).max(), 2.5)
+    u = np.round(np.clip(x, -2.5, 2.5) * (127 / m))  # the symmetric 8-bit codes, numpy
+    u_onnx = _run_graph(lambda g, xin: _act_quant(g, xin, cell.aq).u, {"x": x})
+    assert u_onnx.dtype == np.uint8
+    np.testing.assert_array_equal(u_onnx.astype(np.int64) - 128, u)
+    acc = u.reshape(-1, w.shape[1]) @ codes_ref.T  # exact integers in float64
+    expect = acc * (np.float64(m) / 127 * alpha_ref) + cell.bias.asnumpy()
+    np.testing.assert_allclose(y.reshape(acc.shape), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_eight_bit_weights_do_not_saturate(pynative):
+    """8-bit codes near +-127 against activations near +-127: the u8 x s8 int16 pair sum of AVX2
+    kernels would saturate; the exported graph uses u8 x u8 and stays exact."""
+    from src.onnx_export import _Writer
+    from src.quant import ActQuant
+    quant = QuantConfig(weight_bits=8, act_mode="learned")
+    aq = ActQuant(quant)
+    aq.clip.set_data(T(np.array([1.0], np.float32)))
+    codes = np.full((4, 64), 127.0, np.float32)
+    codes[1] = -127
+    x = np.ones((3, 64), np.float32)
+    x[1] = -1.0
+    params = {"d.weight": codes, "d.bias": np.zeros(4, np.float32)}
+    y = _run_graph(lambda g, xin: _Writer(g, params, {"d.weight": (8, np.float32(0.5), codes)}, True)
+                   .dense(["d"], xin, aq)[0], {"x": x})
+    expect = (x * 1.0) @ (codes * 0.5).T  # x is exactly representable: 127 levels of 1/127
+    np.testing.assert_allclose(y, expect, rtol=1e-6)
+
+
+def test_onnx_runs_without_mindspore(tmp_path, pynative):
+    """A deployed process needs onnxruntime only: loading and running the model imports no MindSpore."""
+    from src.onnx_export import export_onnx
+    net, run = _student(QuantConfig(), np.random.RandomState(2), num_labels=2, task="sst-2")
+    path = export_onnx(net, run, str(tmp_path / "m.onnx"))
+    code = ("import sys, numpy as np; from src.deploy import OnnxPredictor; m = OnnxPredictor(sys.argv[1]); "
+            "z = np.zeros((2, 6), np.int32); print(m(z + 3, z + 1, z).shape); "
+            "assert not any(k.startswith('mindspore') for k in sys.modules), 'mindspore imported'")
+    p = subprocess.run([sys.executable, "-c", code, path], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "(2, 2)"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny SST-2 student (LAT, so the frozen MINDIR must drop lat_d), its records and its exports."""
+    import export
+    from src.glue import convert
+    d = tmp_path_factory.mktemp("deploy")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    rng = np.random.RandomState(3)
+    cfg = tiny_config(2)
+    import dataclasses
+    cfg = dataclasses.replace(cfg, vocab_size=30522, max_position_embeddings=64)  # the package's vocabulary
+    quant = QuantConfig(ternarizer="lat")
+    net = BertForSequenceClassification(cfg, quant)
+    randomize(net, rng, W_SCALE)
+    for n, p in net.parameters_and_names():
+        if n.endswith("lat_d"):
+            p.set_data(T(np.abs(rng.randn(*p.shape)).astype(np.float32) + 0.1))
+    run = RunConfig(task="sst-2", model=cfg, quant=quant)
+    os.makedirs(d / "student")
+    save_network(net, str(d / "student" / "s.ckpt"), run)
+    with open(VOCAB, "rb") as f, open(d / "student" / "vocab.txt", "wb") as g:
+        g.write(f.read())
+    glue = synthetic_glue(str(d / "glue"), n_train=8, n_dev=37)
+    convert("sst-2", glue, VOCAB, str(d / "data"), 24, splits=("dev",), progress=False)
+    written = export.main(["--checkpoint", str(d / "student" / "s.ckpt"), "--output", str(d / "exp" / "s")])
+    return d, written
+
+
+def test_export_writes_every_artifact(exported):
+    d, written = exported
+    names = sorted(os.path.basename(p) for p in written)
+    assert names == ["s.json", "s.manifest.json", "s.mindir", "s.onnx", "s.size.json", "s.tbq", "vocab.txt"]
+    manifest = json.load(open(d / "exp" / "s.manifest.json"))
+    for f in ("s.mindir", "s.onnx", "s.tbq", "vocab.txt"):
+        assert manifest["files"][f]["bytes"] == os.path.getsize(d / "exp" / f)
+    # ternary codes at 1.6 bits: the ONNX file is within 2x the packed file, far below fp32
+    size = json.load(open(d / "exp" / "s.size.json"))
+    assert os.path.getsize(d / "exp" / "s.onnx") < 2 * size["packed_bytes"] < size["fp32_bytes"]
+
+
+def test_frozen_mindir_equals_eval_exactly_and_drops_lat(exported, graph):
+    d, _ = exported
+    net, run = load_network(str(d / "student" / "s.ckpt"))
+    net.set_train(False)
+    fwd = LogitsOnly(net)
+    mindir = load_predictor(str(d / "exp" / "s.mindir"))
+    assert mindir.run == run
+    rng = np.random.RandomState(4)
+    for b, s in ((4, 12), (1, 7), (3, 24)):
+        ids, mask, seg = tiny_batch(rng, b=b, s=s, vocab=30522)
+        np.testing.assert_array_equal(mindir(ids, mask, seg), fwd(T(ids), T(mask), T(seg)).asnumpy())
+    # LAT's curvature (a second fp32 copy of every quantized weight) is not in the frozen file
+    lat_bytes = sum(p.asnumpy().nbytes for n, p in net.parameters_and_names() if n.endswith("lat_d"))
+    weights = sum(p.asnumpy().nbytes for n, p in net.parameters_and_names() if not n.endswith("lat_d"))
+    assert lat_bytes > 0.5 * weights
+    assert os.path.getsize(d / "exp" / "s.mindir") < weights + 0.2 * lat_bytes
+
+
+def test_eval_py_on_every_file_kind(exported):
+    import eval as eval_py
+    d, _ = exported
+    results = {}
+    for f in ("student/s.ckpt", "exp/s.tbq", "exp/s.mindir", "exp/s.onnx"):
+        out = str(d / (f.replace("/", "_") + ".json"))
+        results[f] = eval_py.main(["--checkpoint", str(d / f), "--data_dir", str(d / "data"), "--output_file", out])
+        assert json.load(open(out))["acc"] == results[f]["acc"]
+    ref = results["student/s.ckpt"]
+    assert ref["examples"] == 37
+    for f, r in results.items():
+        assert r["acc"] == ref["acc"], f
+
+
+def test_predict_py_equals_eval_outputs(exported, tmp_path):
+    import predict
+    from src.glue import read_examples
+    from src.config import get_task
+    from src.trainer import predict_records
+    d, _ = exported
+    examples = read_examples(str(d / "glue" / "SST-2" / "dev.tsv"), get_task("sst-2"))
+    src = tmp_path / "in.tsv"
+    src.write_text("".join(ex.text_a + "\n" for ex in examples))
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": ex.text_a}) + "\n" for ex in examples))
+    for model in ("exp/s.onnx", "exp/s.tbq"):
+        m = load_predictor(str(d / model))
+        logits, _ = predict_records(m, str(d / "data"), "sst-2", 32, "mindrecord")
+        expect = [("0", "1")[k] for k in np.argmax(logits, axis=-1)]
+        for inp in (src, jsonl):
+            out = tmp_path / "pred.txt"
+            # the records' length (a trained checkpoint's config says it; this hand-made one has no train part)
+            predict.main(["--model", str(d / model), "--input", str(inp), "--output", str(out),
+                          "--max_seq_length", "24"])
+            assert out.read_text().splitlines() == expect, (model, inp)
+
+
+def test_predict_py_names_a_malformed_line_and_writes_nothing(exported, tmp_path):
+    import predict
+    from src.glue import DataError
+    d, _ = exported
+    out = tmp_path / "pred.txt"
+    cases = {"a.tsv": (b"fine film\ntoo\tmany\tfields\n", "a.tsv:2: 3 tab-separated"),
+             "b.tsv": (b"fine film\n\nok\n", "b.tsv:2: empty line"),
+             "c.tsv": (b"fine film\nbad \xff byte\n", "c.tsv:2: not valid UTF-8"),
+             "d.jsonl": (b'{"text": "ok"}\n{"txt": "no"}\n', "d.jsonl:2: expected a key"),
+             "e.tsv": (b"one text\na\tpair\n", "e.tsv:2: a pair")}
+    for name, (data, msg) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=msg):
+            predict.main(["--model", str(d / "exp" / "s.onnx"), "--input", str(tmp_path / name), "--output", str(out)])
+        assert not out.exists()
+
+
+def test_damaged_deployment_files_are_refused_with_their_names(exported, tmp_path):
+    d, _ = exported
+    for name in ("s.onnx", "s.mindir"):
+        good = (d / "exp" / name).read_bytes()
+        path = tmp_path / name
+        for f in ("s.json", "s.manifest.json"):
+            (tmp_path / f).write_bytes((d / "exp" / f).read_bytes())
+        mid = len(good) // 2
+        for damaged in (good[:mid], good[:mid] + bytes([good[mid] ^ 0x10]) + good[mid + 1:]):
+            path.write_bytes(damaged)
+            with pytest.raises(ModelFileError, match=str(path).replace(".", r"\.")):
+                load_predictor(str(path))
+    (tmp_path / "x.onnx").write_bytes(b"not a model at all" * 8)
+    with pytest.raises(ModelFileError, match="x.onnx"):
+        load_predictor(str(tmp_path / "x.onnx"))
