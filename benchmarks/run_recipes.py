@@ -2,7 +2,7 @@
 
     python benchmarks/run_recipes.py --tasks sts-b mrpc --recipes 2-2-8 2-2-8-lat 8-8-8 \
         --glue_dir ../shared/data/glue --teachers_dir ../shared/models/teachers
-    python benchmarks/run_recipes.py --render      # README table + size-vs-metric plot
+    python benchmarks/run_recipes.py --render      # docs/results.md table + size-vs-metric plot
 
 For every task it converts the GLUE files once, takes the teacher from
 ``--teachers_dir/<task>`` (a Hugging Face folder, imported) or else fine-tunes one from the
@@ -14,7 +14,7 @@ packed size, commit. Every step runs the project's own entry points in a subproc
 commands a user types), and every step is resumable: an interrupted runner started again
 skips the rows it has, resumes a half-done run with --resume, and re-uses finished teachers.
 
-``--render`` rewrites the table between the ``recipes`` markers of README.md from every row in
+``--render`` rewrites the table between the ``recipes`` markers of docs/results.md from every row in
 the results file (mean and spread over seeds) and draws benchmarks/results/size_vs_metric.svg
 (model size against dev metric per task, like Figure 1 of the paper).
 """
@@ -408,8 +408,8 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=0, help="smoke test: first N examples per split")
     ap.add_argument("--max_steps", type=int, default=0, help="smoke test: cap every training run")
     ap.add_argument("--device_note", default="CPU, GRAPH_MODE")
-    ap.add_argument("--render", action="store_true", help="only rewrite the README table and the plot")
-    ap.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
+    ap.add_argument("--render", action="store_true", help="only rewrite the results table and the plot")
+    ap.add_argument("--readme", default=os.path.join(ROOT, "docs", "results.md"), help="the page holding the table")
     ap.add_argument("--svg", default=os.path.join(ROOT, "benchmarks", "results", "size_vs_metric.svg"))
     args = ap.parse_args(argv)
     if args.teacher_bucket_width < 0:

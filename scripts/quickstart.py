@@ -61,7 +61,7 @@ def main(argv=None):
                    + (["--learning_rate", str(args.student_lr)] if args.student_lr is not None else [])),
         ("eval", [py, "eval.py", *dev, "--checkpoint", os.path.join(student, "best.ckpt"), "--data_dir", data]),
         ("export", [py, "export.py", *dev, "--checkpoint", os.path.join(student, "best.ckpt"),
-                    "--output", os.path.join(out, "export", "student"), "--packed"]),
+                    "--output", os.path.join(out, "export", "student")]),
     ]
     env = dict(os.environ, GLOG_v=os.environ.get("GLOG_v", "3"))
     t0 = time.time()
@@ -93,12 +93,14 @@ def summarize(out, task, seconds):
     t, s = best("teacher"), best("student")
     ckpt = os.path.join(out, "student", "best.ckpt")
     packed = os.path.join(out, "export", "student.tbq")
+    onnx_file = os.path.join(out, "export", "student.onnx")
     line = (f"{task} dev {sel}: teacher (fp32) {t[sel]:.4f}  ternary student (2-2-8) {s[sel]:.4f} | "
             f"fp32 checkpoint {os.path.getsize(ckpt) / 1e6:.1f} MB, packed {os.path.getsize(packed) / 1e6:.1f} MB "
-            f"({os.path.getsize(ckpt) / os.path.getsize(packed):.1f}x smaller)")
+            f"({os.path.getsize(ckpt) / os.path.getsize(packed):.1f}x smaller), integer ONNX "
+            f"{os.path.getsize(onnx_file) / 1e6:.1f} MB")
     print("\n" + line + "\n")
     return {"task": task, "metric": sel, "teacher": t, "student": s, "fp32_checkpoint_bytes": os.path.getsize(ckpt),
-            "packed_bytes": os.path.getsize(packed), "wall_seconds_this_invocation": round(seconds, 1), "summary": line}
+            "packed_bytes": os.path.getsize(packed), "onnx_bytes": os.path.getsize(onnx_file), "wall_seconds_this_invocation": round(seconds, 1), "summary": line}
 
 
 if __name__ == "__main__":

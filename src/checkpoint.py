@@ -114,7 +114,6 @@ def import_hf(hf_dir: str, task_name: str, out_ckpt: str, seed: int = 42,
     if with_classifier and tensors["classifier.weight"].shape[0] != spec.num_labels:
         raise CheckpointError(f"{hf_dir}: classifier has {tensors['classifier.weight'].shape[0]} "
                               f"outputs but task {spec.name} needs {spec.num_labels}")
-    ms.set_seed(seed)
     net = BertForSequenceClassification(cfg, QuantConfig.full_precision())
     shapes = {n: tuple(p.shape) for n, p in named_params(net).items()}
     params = {}
@@ -133,9 +132,10 @@ def import_hf(hf_dir: str, task_name: str, out_ckpt: str, seed: int = 42,
     if not with_classifier:
         logger.info("%s is a backbone without a classifier: a new %d-output classifier is "
                     "initialised (seed %d)", hf_dir, spec.num_labels, seed)
-        for n, p in named_params(net).items():
-            if n.startswith("classifier."):
-                params[n] = p.asnumpy()
+        # drawn from its own generator: importing leaves MindSpore's global seed alone
+        rng = np.random.RandomState(seed)
+        params["classifier.weight"] = rng.normal(0.0, 0.02, (spec.num_labels, cfg.hidden_size)).astype(np.float32)
+        params["classifier.bias"] = np.zeros(spec.num_labels, np.float32)
     load_into(net, params, source=hf_dir)
     run = RunConfig(task=spec.name, model=cfg, quant=QuantConfig.full_precision())
     save_network(net, out_ckpt, run)
@@ -193,9 +193,11 @@ def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        d = ms.load_checkpoint(path)
+        # every checkpoint this project writes carries a CRC (older ones without it still load)
+        d = ms.load_checkpoint(path, crc_check=True)
     except Exception as e:  # noqa: BLE001 - MindSpore raises several types for bad files
-        raise CheckpointError(f"{path} is not a readable MindSpore checkpoint ({e})") from None
+        raise CheckpointError(f"{path} is truncated, corrupted (CRC mismatch) or not a MindSpore checkpoint "
+                              f"({str(e).splitlines()[0][:200]})") from None
     return {k: v.asnumpy() for k, v in d.items()}
 
 
@@ -203,7 +205,7 @@ def atomic_save_checkpoint(obj, path: str, append_dict: dict = None) -> None:
     """Write to a temporary name, then rename: an interruption never leaves half a file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}.ckpt"
-    ms.save_checkpoint(obj, tmp, append_dict=append_dict)
+    ms.save_checkpoint(obj, tmp, append_dict=append_dict, crc_check=True)
     os.replace(tmp, path)
 
 

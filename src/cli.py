@@ -75,7 +75,7 @@ def add_task_args(ap: argparse.ArgumentParser) -> None:
 def add_data_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data_dir", required=True,
                     help="records folder written by scripts/convert_glue.py")
-    ap.add_argument("--max_seq_length", type=int, default=None,
+    ap.add_argument("--max_seq_length", type=positive_int, default=None,
                     help="optional check: the records must have been converted at this length")
     ap.add_argument("--dataset_type", default="mindrecord", choices=["mindrecord", "tfrecord"])
     ap.add_argument("--eval_batch_size", type=positive_int, default=32)
@@ -85,7 +85,7 @@ def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: flo
     """lr None: the task table's distillation learning rate (TaskSpec.distill_lr)."""
     ap.add_argument("--output_dir", required=True)
     ap.add_argument("--epoch_size", type=float, default=epochs, help="epochs (may be fractional)")
-    ap.add_argument("--train_batch_size", type=int, default=None,
+    ap.add_argument("--train_batch_size", type=positive_int, default=None,
                     help="default: the task table's (32; CoLA 16)")
     lr_help = (f"default {lr:g}" if lr is not None else
                "default: the task table's, " + ", ".join(
@@ -94,14 +94,14 @@ def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: flo
     ap.add_argument("--learning_rate", type=float, default=lr, help=f"peak learning rate ({lr_help})")
     ap.add_argument("--warmup_ratio", type=float, default=0.1)
     ap.add_argument("--weight_decay", type=float, default=0.01)
-    ap.add_argument("--eval_step", type=int, default=0, help="evaluate every N steps (0: per epoch)")
-    ap.add_argument("--bucket_width", type=int, default=0,
+    ap.add_argument("--eval_step", type=non_negative_int, default=0, help="evaluate every N steps (0: per epoch)")
+    ap.add_argument("--bucket_width", type=non_negative_int, default=0,
                     help="train on batches of similar length, each cut to a multiple of this "
                          "(0: pad every batch to the records' length); pair it with --token_mean")
-    ap.add_argument("--max_steps", type=int, default=0, help="stop after N steps (0: no cap)")
+    ap.add_argument("--max_steps", type=non_negative_int, default=0, help="stop after N steps (0: no cap)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--resume", action="store_true", help="continue the run in --output_dir")
-    ap.add_argument("--stop_after", type=int, default=0,
+    ap.add_argument("--stop_after", type=non_negative_int, default=0,
                     help="stop after N steps as if interrupted (to exercise --resume)")
     ap.add_argument("--overwrite", action="store_true", help="replace a run in --output_dir")
     ap.add_argument("--distribute", action="store_true",
@@ -173,11 +173,28 @@ def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_siz
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
+def _raised_by_project(exc: BaseException) -> bool:
+    """True when the innermost frame of the traceback is this project's code (not a library's)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return True
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
+    return filename.startswith(root + os.sep) and os.sep + "site-packages" + os.sep not in filename
+
+
 def run_main(main, name: str) -> int:
-    """Run an entry point; bad input ends with one clear error line and exit code 2."""
+    """Run an entry point; bad input ends with one clear error line and exit code 2.
+
+    Only the project's own checks become one-liners: an exception raised inside MindSpore or
+    another library (a graph that fails to compile, a kernel error) keeps its full traceback."""
     try:
         main()
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError) as e:
+        if not _raised_by_project(e):
+            raise
         logging.getLogger(name).error("%s", e)
         return 2
     return 0

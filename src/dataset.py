@@ -17,7 +17,7 @@ import mindspore.dataset as ds
 from mindspore.dataset.transforms import TypeCast
 
 from .config import get_task
-from .glue import FEATURES, load_meta
+from .glue import FEATURES, check_record_files, load_meta
 
 FORMATS = ("mindrecord", "tfrecord")
 
@@ -32,12 +32,15 @@ def record_file(records_dir: str, split: str, dataset_type: str) -> str:
     return path
 
 
-def check_records(records_dir: str, task_name: str, max_seq_length: int = None) -> dict:
-    """The folder's meta.json must name this task (and max length, when one is required)."""
+def check_records(records_dir: str, task_name: str, max_seq_length: int = None, verify_files: bool = True) -> dict:
+    """The folder's meta.json must name this task (and max length, when one is required);
+    ``verify_files``: every record file must have the size and SHA-256 meta.json lists."""
     meta = load_meta(records_dir)
     task = get_task(task_name).name
     if meta["task"] != task:
         raise ValueError(f"{records_dir} holds task {meta['task']}, not {task}")
+    if verify_files:
+        check_record_files(records_dir)
     if max_seq_length is not None and meta["max_seq_length"] != max_seq_length:
         raise ValueError(f"{records_dir} was converted at max_seq_length {meta['max_seq_length']}, "
                          f"but {max_seq_length} was asked for: convert again or pass "
@@ -76,16 +79,20 @@ def create_dataset(records_dir: str, split: str, task_name: str, batch_size: int
     evaluation: file order, every example kept. ``num_shards``/``shard_id`` give each
     data-parallel rank its own slice. ``bucket_width`` > 0 (training only): batches of similar
     length cut to a multiple of it (see ``length_batches``)."""
-    meta = check_records(records_dir, task_name, max_seq_length)
+    # the entry points verified every file's checksum at start; here, each read, the sizes (cheap)
+    meta = check_records(records_dir, task_name, max_seq_length, verify_files=False)
     spec = get_task(task_name)
     path = record_file(records_dir, split, dataset_type)
+    name = os.path.basename(path)
+    check_record_files(records_dir, [name, name + ".db"], hash_files=False)
     if num_shards < 1 or not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id {shard_id} is not in [0, {num_shards})")
     if bucket_width and training:
         return _bucketed(path, meta, spec, dataset_type, batch_size, bucket_width, seed,
                          num_shards, shard_id)
     shard = dict(num_shards=num_shards, shard_id=shard_id) if num_shards > 1 else {}
-    ds.config.set_seed(seed)
+    if training:  # the shuffle's seed (a global of mindspore.dataset); evaluation reads in order
+        ds.config.set_seed(seed)
     # Both readers go in file order; training order comes from one seeded full-size shuffle
     # buffer after them, so MindRecord and TFRecord give the same batches in training too.
     data = _reader(path, meta, spec, dataset_type, shard)

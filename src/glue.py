@@ -71,8 +71,15 @@ def split_file(data_dir: str, spec: TaskSpec, split: str) -> str:
 
 def read_examples(path: str, spec: TaskSpec) -> List[Example]:
     """Parse one GLUE tsv file with quoting off; any malformed row is an error."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        lines = f.read().split("\n")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {col})") from None
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # trailing newline
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
@@ -244,6 +251,11 @@ def convert(task_name: str, data_dir: str, vocab_file: str, output_dir: str, max
                                      "truncated": truncated, "labels": counts}
             logger.info("%s %s: %d examples written, %d truncated to %d tokens, labels %s",
                         spec.name, split, len(examples), truncated, max_seq_length, counts)
+        # size and SHA-256 of every record file: a truncated or damaged one is refused by name
+        # (check_record_files) instead of failing deep inside the MindSpore reader
+        meta["files"] = {name: {"bytes": os.path.getsize(os.path.join(tmp, name)),
+                                "sha256": sha256_file(os.path.join(tmp, name))}
+                         for name in sorted(os.listdir(tmp))}
         with open(os.path.join(tmp, META_FILE), "w") as f:
             json.dump(meta, f, indent=2)
         if os.path.exists(output_dir):
@@ -262,6 +274,27 @@ def load_meta(records_dir: str) -> dict:
                                 f"scripts/convert_glue.py")
     with open(path) as f:
         return json.load(f)
+
+
+def check_record_files(records_dir: str, names=None, hash_files: bool = True) -> None:
+    """The record files (all, or ``names``) must have the size (and SHA-256) that meta.json lists.
+    Folders converted before meta.json listed its files are not checked."""
+    listed = load_meta(records_dir).get("files")
+    if listed is None:
+        return
+    for name in (names if names is not None else sorted(listed)):
+        path = os.path.join(records_dir, name)
+        entry = listed.get(name)
+        if entry is None:
+            continue
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing (meta.json lists it)")
+        size = os.path.getsize(path)
+        if size != entry["bytes"]:
+            raise DataError(f"{path}: {size} bytes, {entry['bytes']} when it was written: the file is truncated "
+                            f"or was replaced; convert the task again")
+        if hash_files and sha256_file(path) != entry["sha256"]:
+            raise DataError(f"{path}: checksum mismatch: the file is corrupted; convert the task again")
 
 
 def check_labels_usable(records_dir: str, reads_labels: bool) -> None:

@@ -44,6 +44,17 @@ class OnnxExportError(ValueError):
     """The network holds something this exporter cannot express."""
 
 
+DEPLOY_EXTRA = "the deployment extra: bash scripts/setup.sh --deploy (or pip install -r requirements-deploy.txt)"
+
+
+def import_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise RuntimeError(f"writing ONNX needs the onnx package, part of {DEPLOY_EXTRA}") from None
+    return onnx
+
+
 @dataclass
 class _QAct:
     """An 8-bit activation: uint8 tensor ``u`` with value (u - zp) * s + lo."""
@@ -57,7 +68,7 @@ class _Graph:
     """A thin writer over onnx.helper: unique names, initializers, one-output nodes."""
 
     def __init__(self):
-        import onnx
+        onnx = import_onnx()
         from onnx import helper, numpy_helper
         self.onnx, self.helper, self.numpy_helper = onnx, helper, numpy_helper
         self.nodes, self.inits, self._n = [], [], 0
@@ -105,6 +116,26 @@ def _int8_codes(g: _Graph, hint: str, codes: np.ndarray, bits: int, pack: bool) 
     return g.op("Reshape", [flat, g.const(codes.shape, np.int64)])
 
 
+def _packed_rows(g: _Graph, hint: str, codes: np.ndarray, ids: str) -> str:
+    """Look up rows of a ternary table that stays packed in memory: each row base-3 packed on its
+    own (padded to a multiple of 5 codes), the looked-up rows decoded per call. The word embedding
+    is most of the model's codes: kept packed, it costs 1.6 bits per code in memory too, and
+    nothing large is expanded when the model loads.
+
+    codes [V, H] -> int8 [B, S, H] for ids [B, S]."""
+    from .packing import pack_ternary
+    v, h = codes.shape
+    per_row = -(-h // 5)  # bytes per row
+    padded = np.zeros((v, per_row * 5), np.int8)
+    padded[:, :h] = codes
+    table = np.frombuffer(pack_ternary(padded), np.uint8).reshape(v, per_row)
+    rows = g.op("Gather", [g.init(hint + "_base3_rows", table), ids], axis=0)  # [B, S, per_row] uint8
+    digits = g.op("Gather", [g.init("ternary_table", _TERNARY_TABLE),
+                             g.op("Cast", [rows], to=g.onnx.TensorProto.INT32)], axis=0)  # [B, S, per_row, 5]
+    flat = g.op("Reshape", [digits, g.const([0, 0, per_row * 5], np.int64)])
+    return g.op("Slice", [flat, g.const([0], np.int64), g.const([h], np.int64), g.const([2], np.int64)])
+
+
 def _float_weight(g: _Graph, hint: str, w: np.ndarray, q) -> str:
     """Weight as fp32: the float array, or scale * codes (decoded and folded at load)."""
     if q is None:
@@ -133,7 +164,8 @@ def _act_quant(g: _Graph, x: str, aq) -> _QAct:
         else:
             xc = g.op("Clip", [x, g.const(-fq.clip), g.const(fq.clip)])
             m = g.op("ReduceMax", [g.op("Abs", [xc])], keepdims=0)
-        m = g.op("Max", [m, g.const(1e-30)])
+        # No guard against m = 0 (training keeps m >= 1e-30): then x is all zeros and s = 0, and every
+        # consumer multiplies the codes by s (DequantizeLinear, MatMulIntegerToFloat): 0, as in training.
         s = g.op("Div", [m, g.const(levels)])
         return _QAct(g.op("QuantizeLinear", [xc, s, g.const(ZP, u8)]), ZP, s)
     if aq.mode == "learned":
@@ -234,8 +266,11 @@ class _Writer:
         if q is None:
             return g.op("Gather", [g.init(name, self.params[name]), ids], axis=0)
         bits, scale, codes, pack = q
-        rows = g.op("Cast", [g.op("Gather", [_int8_codes(g, name, codes, bits, pack), ids], axis=0)],
-                    to=g.onnx.TensorProto.FLOAT)  # [B, S, H]
+        if bits == 2 and pack:
+            rows = _packed_rows(g, name, np.asarray(codes), ids)  # [B, S, H] int8
+        else:
+            rows = g.op("Gather", [_int8_codes(g, name, codes, bits, pack), ids], axis=0)  # [B, S, H] int8
+        rows = g.op("Cast", [rows], to=g.onnx.TensorProto.FLOAT)
         scale = np.asarray(scale, np.float32)
         if scale.size == 1:  # layer-wise: one scale
             return g.op("Mul", [rows, g.const(scale.reshape(()))])
@@ -353,7 +388,7 @@ def check_bytes(raw: bytes, path: str) -> None:
 def export_onnx(net, run, path: str, codes: Optional[Dict[str, tuple]] = None, pack_codes: bool = True) -> str:
     """Write ``net`` as a self-describing ONNX file at ``path`` (atomically). Returns the path."""
     import os
-    import onnx
+    onnx = import_onnx()
     from .packing import quantized_tensors
     if codes is None:
         codes = quantized_tensors(net, run.quant)
@@ -374,7 +409,7 @@ def export_onnx(net, run, path: str, codes: Optional[Dict[str, tuple]] = None, p
 
 def read_onnx(path: str):
     """(ModelProto, RunConfig) of a file written by export_onnx; refuses other or damaged files."""
-    import onnx
+    onnx = import_onnx()
     from .config import RunConfig
     with open(path, "rb") as f:
         raw = f.read()

@@ -71,7 +71,7 @@ def prepare_output_dir(output_dir: str, identity: dict, resume: bool, overwrite:
     atomic_write_text(path, json.dumps(identity, indent=2, sort_keys=True) + "\n")
 
 
-_EVAL_VIEWS = {}
+_EVAL_VIEW = [None]
 
 
 def predict_records(fn, records_dir: str, task: str, batch_size: int, dataset_type: str,
@@ -93,10 +93,11 @@ def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: st
     """Metrics of ``net`` (a BertForSequenceClassification) on a whole split, no example dropped."""
     was_training = net.training
     net.set_train(False)
-    # one evaluation view per network: a new cell would be compiled again at every evaluation
-    fwd = _EVAL_VIEWS.get(id(net))
+    # the view of the last network evaluated is kept: a new cell would be compiled again at every
+    # evaluation of a run; only one is kept, so evaluated networks are not held alive after use
+    fwd = _EVAL_VIEW[0]
     if fwd is None or fwd.net is not net:
-        fwd = _EVAL_VIEWS[id(net)] = LogitsOnly(net)
+        fwd = _EVAL_VIEW[0] = LogitsOnly(net)
 
     def fn(ids, mask, seg):
         return fwd(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(seg)).asnumpy()

@@ -61,8 +61,15 @@ def test_import_maps_every_tensor(tmp_path, pynative):
 
 def test_backbone_without_classifier_gets_a_new_one(tmp_path, pynative):
     _hf_folder(str(tmp_path / "hf"), tiny_config(1), prefix="", classifier=False)
-    run = import_hf(str(tmp_path / "hf"), "sts-b", str(tmp_path / "m.ckpt"))
+    ms.set_seed(123)
+    before = ms.get_seed()
+    run = import_hf(str(tmp_path / "hf"), "sts-b", str(tmp_path / "m.ckpt"), seed=7)
     assert run.model.num_labels == 1
+    assert ms.get_seed() == before  # importing leaves the global seed alone
+    net, _ = load_network(str(tmp_path / "m.ckpt"))
+    w = net.classifier.weight.asnumpy()
+    np.testing.assert_allclose(w, np.random.RandomState(7).normal(0, 0.02, w.shape).astype(np.float32))
+    assert not net.classifier.bias.asnumpy().any()
 
 
 @pytest.mark.parametrize("kw,msg", [
@@ -105,6 +112,24 @@ def test_strict_loading_names_the_mismatch(tmp_path, pynative):
     student, _ = load_network(str(tmp_path / "c.ckpt"), quant=QuantConfig(act_mode="learned", act_clip=2.5))
     attn = student.bert.encoder.layer[0].attention.self
     assert attn.q_quant.clip.asnumpy() == 2.5 and attn.p_quant.clip.asnumpy() == 1.0  # initial values
+
+
+def test_flipped_byte_and_truncated_checkpoint_are_refused_with_their_name(tmp_path, pynative):
+    """Checkpoints carry a CRC: one flipped byte anywhere in the tensor data is refused, never loaded."""
+    net = BertForSequenceClassification(tiny_config(2), QuantConfig.full_precision())
+    run = RunConfig(task="rte", model=tiny_config(2), quant=QuantConfig.full_precision())
+    path = str(tmp_path / "a.ckpt")
+    save_network(net, path, run)
+    good = open(path, "rb").read()
+    for pos in (len(good) // 3, len(good) // 2, len(good) - 40):
+        with open(path, "wb") as f:
+            f.write(good[:pos] + bytes([good[pos] ^ 0x01]) + good[pos + 1:])
+        with pytest.raises(CheckpointError, match="a.ckpt is truncated, corrupted"):
+            load_network(path)
+    with open(path, "wb") as f:
+        f.write(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="a.ckpt is truncated, corrupted"):
+        load_network(path)
 
 
 def _teacher_metric(tmp_path, task, max_len):

@@ -275,3 +275,33 @@ def test_qqp_and_mnli_layouts(tmp_path):
     ex = read_examples(str(mnli), get_task("mnli-mm"))
     assert (ex[0].text_a, ex[0].text_b, ex[0].label) == ("A man.", "A person.", 0.0)  # contradiction = 0
     assert get_task("MNLI").dev_file == "dev_matched.tsv"
+
+
+def test_truncated_or_damaged_record_files_are_refused_by_name(tmp_path):
+    """meta.json lists every record file's size and SHA-256: a truncated or flipped file is named
+    before MindSpore's reader sees it (which would fail deep in its C++ with no file name)."""
+    from conftest import synthetic_glue
+    from src.dataset import check_records, create_dataset
+    from src.glue import DataError, convert
+    glue = synthetic_glue(str(tmp_path / "glue"), n_train=20, n_dev=10)
+    convert("sst-2", glue, VOCAB, str(tmp_path / "data"), 16, progress=False)
+    check_records(str(tmp_path / "data"), "sst-2")  # intact
+    path = tmp_path / "data" / "dev.mindrecord"
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match="dev.mindrecord: .* bytes.*truncated"):
+        check_records(str(tmp_path / "data"), "sst-2")
+    with pytest.raises(DataError, match="dev.mindrecord: .* bytes.*truncated"):
+        create_dataset(str(tmp_path / "data"), "dev", "sst-2", 4)
+    mid = len(good) // 2
+    path.write_bytes(good[:mid] + bytes([good[mid] ^ 1]) + good[mid + 1:])
+    with pytest.raises(DataError, match="dev.mindrecord: checksum mismatch"):
+        check_records(str(tmp_path / "data"), "sst-2")
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    d = tmp_path / "SST-2"
+    d.mkdir()
+    (d / "dev.tsv").write_bytes(b"sentence\tlabel\ngood film\t1\nbad \xff film\t0\n")
+    with pytest.raises(DataError, match=r"dev.tsv:3: not valid UTF-8 \(byte 0xff at column 5\)"):
+        read_examples(str(d / "dev.tsv"), get_task("sst-2"))

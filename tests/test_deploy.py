@@ -291,3 +291,18 @@ def test_damaged_deployment_files_are_refused_with_their_names(exported, tmp_pat
     (tmp_path / "x.onnx").write_bytes(b"not a model at all" * 8)
     with pytest.raises(ModelFileError, match="x.onnx"):
         load_predictor(str(tmp_path / "x.onnx"))
+
+
+def test_onnx_all_zero_activation_gives_zero_like_training(pynative):
+    """The ONNX graph has no m >= 1e-30 guard: an all-zero input then has scale 0, and every consumer
+    multiplies by that scale, so the result is exactly what training computes (zero codes)."""
+    from src.onnx_export import _Writer, _dequant, _act_quant
+    from src.quant import ActQuant
+    aq = ActQuant(QuantConfig())
+    x = np.zeros((2, 3, 8), np.float32)
+    np.testing.assert_array_equal(_run_graph(lambda g, xin: _dequant(g, _act_quant(g, xin, aq)), {"x": x}), x)
+    codes = np.sign(np.random.RandomState(0).randn(4, 8)).astype(np.float32)
+    params = {"d.weight": codes, "d.bias": np.arange(4, dtype=np.float32)}
+    y = _run_graph(lambda g, xin: _Writer(g, params, {"d.weight": (2, np.float32(0.3), codes)}, True)
+                   .dense(["d"], xin, aq)[0], {"x": x})
+    np.testing.assert_array_equal(y, np.broadcast_to(params["d.bias"], (2, 3, 4)))

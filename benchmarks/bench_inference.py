@@ -1,0 +1,257 @@
+"""CPU inference: file size, peak memory and latency of every deployment artifact and of the
+alternatives a user would pick, measured in one sitting, interleaved, each in a fresh process.
+
+    python benchmarks/bench_inference.py                       # build the artifacts, then measure
+    python benchmarks/bench_inference.py --teacher T.ckpt --student S.ckpt   # real MiniLM weights
+
+Artifacts, for the MiniLM-L6 shape (6 x 384) and the BERT-base shape (12 x 768):
+  fp32 MINDIR          the full-precision network, ms.export, run by mindspore.load + nn.GraphCell
+  2-2-8 frozen MINDIR  export.py's MINDIR of the ternary student (weights fixed at q(w))
+  2-2-8 ONNX           export.py's integer ONNX model, ONNX Runtime
+  fp32 ONNX            the full-precision network as ONNX (same writer, float config), ONNX Runtime
+  int8 ONNX (dynamic)  onnxruntime.quantization.quantize_dynamic of the fp32 ONNX: the usual int8 route
+Random weights unless checkpoints are given (latency and size do not depend on the values).
+Each measurement: a fresh process loads the file (ONNX: with src.deploy.session_options, the options
+predict.py uses, for all three ONNX files), runs 5 warm-up calls and --calls timed calls per
+shape (median), and reports its peak resident memory; --rounds rounds visit the artifacts in
+rotated order, and the table reports the median over rounds. Pause other work while it runs.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+SHAPES = {
+    "MiniLM-L6": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "BERT-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+INPUTS = [(1, 128), (8, 128), (1, 32)]
+ARTIFACTS = ["fp32 MINDIR", "2-2-8 frozen MINDIR", "2-2-8 ONNX", "fp32 ONNX", "int8 ONNX (dynamic)"]
+FILES = {"fp32 MINDIR": "fp32.mindir", "2-2-8 frozen MINDIR": "student.mindir", "2-2-8 ONNX": "student.onnx",
+         "fp32 ONNX": "fp32.onnx", "int8 ONNX (dynamic)": "int8_dynamic.onnx"}
+
+
+def cpu_info() -> dict:
+    flags, model = set(), platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"model": model, "cores": os.cpu_count(),
+            "features": sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)}
+
+
+# ------------------------------------------------------------------------------------------
+# Worker: one artifact in a fresh process
+# ------------------------------------------------------------------------------------------
+def worker(path: str, calls: int, inputs) -> dict:
+    import numpy as np
+    t0 = time.perf_counter()
+    if path.endswith(".onnx"):
+        import onnxruntime as ort
+        from src.deploy import session_options  # what predict.py / eval.py use, for every ONNX file alike
+        sess = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
+
+        def fn(a, b, c):
+            return sess.run(None, {"input_ids": a, "input_mask": b, "segment_ids": c})[0]
+    else:
+        import mindspore as ms
+        ms.set_context(mode=ms.GRAPH_MODE)
+        ms.set_device("CPU")
+        cell = ms.nn.GraphCell(ms.load(path))
+
+        def fn(a, b, c):
+            return cell(ms.Tensor(a), ms.Tensor(b), ms.Tensor(c)).asnumpy()
+    load_s = time.perf_counter() - t0
+    rng = np.random.RandomState(0)
+    out = {"load_s": load_s, "latency_ms": {}}
+    for b, s in inputs:
+        ids = rng.randint(1000, 30000, (b, s)).astype(np.int32)
+        mask = np.ones((b, s), np.int32)
+        seg = np.zeros((b, s), np.int32)
+        for _ in range(5):
+            fn(ids, mask, seg)
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            fn(ids, mask, seg)
+            times.append((time.perf_counter() - t) * 1000)
+        out["latency_ms"][f"{b}x{s}"] = statistics.median(times)
+    out["peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Building the artifacts
+# ------------------------------------------------------------------------------------------
+def build(model_name: str, folder: str, teacher: str = None, student: str = None) -> dict:
+    """Write the five artifacts of one model shape into folder; returns what they were made from."""
+    import numpy as np
+    import mindspore as ms
+    from src.checkpoint import load_network
+    from src.config import BertConfig, QuantConfig, RunConfig
+    from src.deploy import export_artifacts, export_mindir
+    from src.onnx_export import export_onnx
+    from src.tinybert_model import BertForSequenceClassification
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    os.makedirs(folder, exist_ok=True)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    if teacher and student:
+        tnet, trun = load_network(teacher)
+        snet, srun = load_network(student)
+        source = {"teacher": os.path.abspath(teacher), "student": os.path.abspath(student)}
+    else:
+        cfg = BertConfig(num_labels=2, **SHAPES[model_name])
+        rng = np.random.RandomState(0)
+        tnet = BertForSequenceClassification(cfg, QuantConfig.full_precision())
+        for _, p in tnet.parameters_and_names():  # BERT-like weights: N(0, 0.05), LayerNorm 1
+            p.set_data(ms.Tensor((rng.randn(*p.shape) * 0.05).astype(np.float32)))
+        trun = RunConfig(task="sst-2", model=cfg, quant=QuantConfig.full_precision())
+        srun = RunConfig(task="sst-2", model=cfg, quant=QuantConfig())
+        snet = BertForSequenceClassification(cfg, srun.quant)
+        src = dict(tnet.parameters_and_names())
+        for n, p in snet.parameters_and_names():
+            if n in src:
+                p.set_data(src[n].data.copy())
+        source = {"weights": "random N(0, 0.05)"}
+    tnet.set_train(False)
+    snet.set_train(False)
+    export_artifacts(snet, srun, os.path.join(folder, "student"), formats=("ONNX", "MINDIR"))
+    export_mindir(tnet, os.path.join(folder, "fp32"))
+    export_onnx(tnet, trun, os.path.join(folder, "fp32.onnx"))
+    quantize_dynamic(os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8_dynamic.onnx"),
+                     weight_type=QuantType.QInt8)
+    return source
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work_dir", default=os.path.join(ROOT, "runs", "bench_inference"))
+    ap.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--teacher", default=None, help="MiniLM-L6: a full-precision checkpoint (default: random)")
+    ap.add_argument("--student", default=None, help="MiniLM-L6: its 2-2-8 student checkpoint")
+    ap.add_argument("--artifacts", nargs="+", default=ARTIFACTS, choices=ARTIFACTS)
+    ap.add_argument("--rounds", type=int, default=3, help="0: only build the artifacts")
+    ap.add_argument("--calls", type=int, default=30)
+    ap.add_argument("--skip_build", action="store_true", help="measure the artifacts already in --work_dir")
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "inference_cpu.json"))
+    ap.add_argument("--write_docs", action="store_true", help="put the tables into README.md and docs/deployment.md")
+    ap.add_argument("--render", action="store_true", help="only rewrite the tables from --out")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.render:
+        with open(args.out) as f:
+            write_tables(json.load(f))
+        return
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.calls, INPUTS)))
+        return
+    from common import provenance
+    sources = {}
+    for m in args.models:
+        folder = os.path.join(args.work_dir, m)
+        if not args.skip_build:
+            print(f"building {m} artifacts in {folder}", flush=True)
+            real = m == "MiniLM-L6" and args.teacher and args.student
+            sources[m] = build(m, folder, args.teacher if real else None, args.student if real else None)
+    if args.rounds == 0:
+        return
+    jobs = [(m, a) for m in args.models for a in args.artifacts]
+    runs = {job: [] for job in jobs}
+    env = dict(os.environ, GLOG_v="3")
+    for r in range(args.rounds):
+        order = jobs[r % len(jobs):] + jobs[:r % len(jobs)]  # rotated: no artifact always runs first
+        for m, a in order:
+            path = os.path.join(args.work_dir, m, FILES[a])
+            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", path, "--calls",
+                                str(args.calls)], capture_output=True, text=True, env=env, cwd=ROOT)
+            if p.returncode != 0:
+                raise RuntimeError(f"{m} {a} failed:\n{p.stderr[-3000:]}")
+            res = json.loads(p.stdout.strip().splitlines()[-1])
+            runs[(m, a)].append(res)
+            print(f"round {r + 1} {m:9s} {a:20s} " + " ".join(f"{k} {v:7.2f} ms" for k, v in res["latency_ms"].items())
+                  + f"  rss {res['peak_rss_MB']:.0f} MB", flush=True)
+    rows = []
+    for (m, a), rs in runs.items():
+        path = os.path.join(args.work_dir, m, FILES[a])
+        rows.append({"model": m, "artifact": a, "file": FILES[a], "file_MB": os.path.getsize(path) / 1e6,
+                     "latency_ms": {k: statistics.median(r["latency_ms"][k] for r in rs) for k in rs[0]["latency_ms"]},
+                     "latency_ms_rounds": [r["latency_ms"] for r in rs],
+                     "peak_rss_MB": statistics.median(r["peak_rss_MB"] for r in rs),
+                     "load_s": statistics.median(r["load_s"] for r in rs)})
+    import onnxruntime
+    import mindspore
+    record = {"date": time.strftime("%Y-%m-%d"), "benchmark": "CPU inference latency (median of --calls calls, median over rounds), file size "
+                           "(MB = 1e6 bytes), peak RSS of the process that loads and runs the file",
+              "cpu": cpu_info(), "onnxruntime": onnxruntime.__version__, "mindspore": mindspore.__version__,
+              "rounds": args.rounds, "calls": args.calls, "sources": sources, "rows": rows}
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({**record, **provenance()}, f, indent=2)
+    print(render(record))
+    print(f"wrote {args.out}")
+    if args.write_docs:
+        write_tables({**record, **provenance()})
+
+
+def render(record: dict) -> str:
+    """docs/deployment.md's table: every model, artifact and shape."""
+    lines = ["| model | artifact | file | 1 x 128 | 8 x 128 | 1 x 32 | peak RSS |", "|---|---|---|---|---|---|---|"]
+    for r in record["rows"]:
+        lat = r["latency_ms"]
+        lines.append(f"| {r['model']} | {r['artifact']} | {r['file_MB']:.1f} MB | {lat['1x128']:.1f} ms | "
+                     f"{lat['8x128']:.1f} ms | {lat['1x32']:.1f} ms | {r['peak_rss_MB']:.0f} MB |")
+    return "\n".join(lines)
+
+
+def render_glance(record: dict) -> str:
+    """README's table: MiniLM-L6 at 1 x 128, with the speed-up over the fp32 MINDIR."""
+    rows = [r for r in record["rows"] if r["model"] == "MiniLM-L6"]
+    base = next((r["latency_ms"]["1x128"] for r in rows if r["artifact"] == "fp32 MINDIR"), None)
+    lines = ["| model file (MiniLM-L6) | size | latency 1 x 128 | vs fp32 MINDIR | peak RSS |", "|---|---|---|---|---|"]
+    for r in rows:
+        lat = r["latency_ms"]["1x128"]
+        lines.append(f"| {r['artifact']} | {r['file_MB']:.1f} MB | {lat:.1f} ms | "
+                     f"{base / lat:.2f}x | {r['peak_rss_MB']:.0f} MB |" if base else "")
+    return "\n".join(lines)
+
+
+def replace_between(path: str, begin: str, end: str, text: str) -> None:
+    with open(path) as f:
+        page = f.read()
+    if begin not in page or end not in page:
+        raise ValueError(f"{path} has no {begin} ... {end} markers")
+    head, rest = page.split(begin, 1)
+    with open(path, "w") as f:
+        f.write(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+
+
+def write_tables(record: dict) -> None:
+    cpu = record["cpu"]
+    note = (f"Measured {record.get('date', '')} on {cpu['model']}, {cpu['cores']} cores "
+            f"(CPU features: {', '.join(cpu['features']) or 'none listed'}), onnxruntime {record['onnxruntime']}, "
+            f"mindspore {record['mindspore']}: median of {record['calls']} calls, median over {record['rounds']} "
+            f"rounds, each artifact in a fresh process, nothing else running. Command: `{record['command']}` "
+            f"(`benchmarks/results/inference_cpu.json`).")
+    replace_between(os.path.join(ROOT, "docs", "deployment.md"), "<!-- inference:begin -->", "<!-- inference:end -->",
+                    render(record) + "\n\n" + note)
+    replace_between(os.path.join(ROOT, "README.md"), "<!-- glance:begin -->", "<!-- glance:end -->",
+                    render_glance(record))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Dev metric of a trained student from every file kind: checkpoint, packed .tbq, frozen MINDIR
+and integer ONNX (the same records, batches and metric code as eval.py).
+
+    python benchmarks/deploy_accuracy.py --checkpoint runs/bench/sts-b/RUN/best.ckpt \
+        --data_dir runs/bench/sts-b/data-128 --output_dir runs/deploy/sts-b
+
+Exports the checkpoint with export.py's code into --output_dir (unless the files are there),
+evaluates each file, and appends one JSON line to --results: the metrics per file kind and
+their largest difference from the checkpoint's, plus the number of examples whose prediction
+differs (classification) or the largest score difference (regression).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--data_dir", required=True)
+    ap.add_argument("--output_dir", required=True)
+    ap.add_argument("--eval_batch_size", type=int, default=32)
+    ap.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results", "deploy_accuracy.jsonl"))
+    args = ap.parse_args(argv)
+    import numpy as np
+    from common import provenance
+    from src.config import get_task
+    from src.deploy import export_artifacts, load_network_any, load_predictor
+    from src.metrics import compute_metrics
+    from src.trainer import predict_records, set_context
+    set_context("CPU", 0, "graph")
+    base = os.path.join(args.output_dir, "student")
+    if not os.path.isfile(base + ".manifest.json"):
+        net, run = load_network_any(args.checkpoint)
+        net.set_train(False)
+        export_artifacts(net, run, base, vocab_from=os.path.join(os.path.dirname(args.checkpoint), "vocab.txt"))
+    kinds = {"checkpoint": args.checkpoint, "tbq": base + ".tbq", "frozen MINDIR": base + ".mindir",
+             "ONNX": base + ".onnx"}
+    out, logits = {}, {}
+    for kind, path in kinds.items():
+        t0 = time.time()
+        model = load_predictor(path)
+        lg, labels = predict_records(model, args.data_dir, model.run.task, args.eval_batch_size, "mindrecord")
+        m = compute_metrics(model.run.task, lg, labels)
+        logits[kind] = lg
+        out[kind] = {"file": os.path.abspath(path), "bytes": os.path.getsize(path), "seconds": round(time.time() - t0, 1),
+                     **{k: v for k, v in m.items() if k != "select"}}
+        print(f"{kind:14s} " + " ".join(f"{k} {v:.5f}" for k, v in m.items() if isinstance(v, float)), flush=True)
+    task = model.run.task
+    spec = get_task(task)
+    ref = logits["checkpoint"]
+    for kind in kinds:
+        d = out[kind]
+        d["max_metric_diff"] = max(abs(d[k] - out["checkpoint"][k]) for k in spec.metrics)
+        d["max_logit_diff"] = float(np.abs(logits[kind] - ref).max())
+        if not spec.is_regression:
+            d["predictions_changed"] = int((logits[kind].argmax(-1) != ref.argmax(-1)).sum())
+    record = {"task": task, "quant": model.run.quant.name, "checkpoint": os.path.abspath(args.checkpoint),
+              "data_dir": os.path.abspath(args.data_dir), "results": out, **provenance()}
+    os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
+    with open(args.results, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+    print(f"appended to {args.results}")
+
+
+if __name__ == "__main__":
+    main()
