@@ -31,6 +31,7 @@ def parse_args(argv=None):
                     help="one or more; AIR needs --device_target Ascend; NONE: only the packed file")
     ap.add_argument("--no_packed", dest="packed", action="store_false", help="do not write the .tbq file")
     ap.add_argument("--packed", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old commands
+    ap.set_defaults(packed=True)
     ap.add_argument("--onnx_codes", default="base3", choices=["base3", "int8"],
                     help="ternary codes in the ONNX file: base3 (1.6 bits each, expanded when ONNX Runtime "
                          "loads the model) or int8")

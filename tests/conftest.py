@@ -38,6 +38,15 @@ def graph():
     yield
 
 
+@pytest.fixture(scope="session")
+def glue_dir(tmp_path_factory):
+    """The real GLUE folder (../shared) when present, else generated data in its layout (STS-B and
+    SST-2, see synthetic_glue): the end-to-end tests run on a fresh clone too."""
+    if os.path.isdir(GLUE):
+        return GLUE
+    return synthetic_glue(str(tmp_path_factory.mktemp("glue")), n_train=96, n_dev=64)
+
+
 def tiny_config(num_labels=2, dropout=0.0, layers=2):
     return BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                       intermediate_size=64, max_position_embeddings=32, type_vocab_size=2,

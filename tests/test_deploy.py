@@ -306,3 +306,17 @@ def test_onnx_all_zero_activation_gives_zero_like_training(pynative):
     y = _run_graph(lambda g, xin: _Writer(g, params, {"d.weight": (2, np.float32(0.3), codes)}, True)
                    .dense(["d"], xin, aq)[0], {"x": x})
     np.testing.assert_array_equal(y, np.broadcast_to(params["d.bias"], (2, 3, 4)))
+
+
+def test_export_from_a_packed_file_reuses_its_codes(exported, graph):
+    """export.py --checkpoint x.tbq: the ONNX and .tbq written from the packed file are byte-identical to
+    those written from the checkpoint (the codes are the file's, nothing is ternarized again), and its
+    frozen MINDIR gives the same logits."""
+    import export
+    d, _ = exported
+    export.main(["--checkpoint", str(d / "exp" / "s.tbq"), "--output", str(d / "again" / "s")])
+    for ext in ("onnx", "tbq"):
+        assert (d / "again" / f"s.{ext}").read_bytes() == (d / "exp" / f"s.{ext}").read_bytes(), ext
+    ids, mask, seg = tiny_batch(np.random.RandomState(6), b=3, s=11, vocab=30522)
+    np.testing.assert_array_equal(load_predictor(str(d / "again" / "s.mindir"))(ids, mask, seg),
+                                  load_predictor(str(d / "exp" / "s.mindir"))(ids, mask, seg))

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import GLUE, ROOT
+from conftest import ROOT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -52,22 +52,21 @@ def test_launch_scripts_check_their_arguments():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(GLUE), reason="../shared/data/glue not present")
 @pytest.mark.parametrize("buckets", [False, True], ids=["padded", "length-buckets"])
-def test_train_py_distribute_through_the_cpu_launcher(tmp_path, buckets):
+def test_train_py_distribute_through_the_cpu_launcher(tmp_path, buckets, glue_dir):
     """train.py --distribute under scripts/run_distribute_train_cpu.sh: a few real steps, rank 0 writes.
     With length buckets both ranks must get batches of the same length at every step."""
     from src.checkpoint import save_network
     from src.config import QuantConfig, RunConfig
     from src.glue import convert
     from src.tinybert_model import BertForSequenceClassification
-    from conftest import TEACHERS, tiny_config
+    from conftest import VOCAB, tiny_config
     import mindspore as ms
     cfg = tiny_config(1)
     cfg.vocab_size = 30522
     net = BertForSequenceClassification(cfg, QuantConfig.full_precision())
     save_network(net, str(tmp_path / "t.ckpt"), RunConfig(task="sts-b", model=cfg, quant=QuantConfig.full_precision()))
-    convert("sts-b", GLUE, os.path.join(TEACHERS, "sts-b", "vocab.txt"), str(tmp_path / "data"), 24, limit=32,
+    convert("sts-b", glue_dir, VOCAB, str(tmp_path / "data"), 24, limit=32,
             progress=False)
     env = dict(os.environ, MASTER_PORT="8129" if buckets else "8127", PYTHON=sys.executable)
     p = subprocess.run(["bash", "scripts/run_distribute_train_cpu.sh", "2", "--task_name", "sts-b", "--teacher_model",

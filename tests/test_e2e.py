@@ -7,9 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import GLUE, ROOT, minilm_slice
-
-pytestmark = pytest.mark.skipif(not os.path.isdir(GLUE), reason="../shared/data/glue not present")
+from conftest import ROOT, minilm_slice
 
 
 def run(*args, ok=True):
@@ -21,12 +19,12 @@ def run(*args, ok=True):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, glue_dir):
     """A 2-layer slice of all-MiniLM-L6-v2 as a Hugging Face folder, imported; STS-B records."""
     d = tmp_path_factory.mktemp("e2e")
     hf = minilm_slice(str(d / "minilm2"))
     run("scripts/import_hf.py", "--hf_dir", hf, "--task_name", "sts-b", "--output", str(d / "bb" / "bb.ckpt"))
-    run("scripts/convert_glue.py", "--task_name", "sts-b", "--data_dir", GLUE, "--vocab_file", str(d / "bb" / "vocab.txt"),
+    run("scripts/convert_glue.py", "--task_name", "sts-b", "--data_dir", glue_dir, "--vocab_file", str(d / "bb" / "vocab.txt"),
         "--output_dir", str(d / "data"), "--max_seq_length", "32", "--limit", "64")
     return d
 
@@ -60,6 +58,12 @@ def test_import_finetune_distil_eval_export(work):
         "--output_file", str(d / "exp" / "packed.json"))
     packed = json.load(open(d / "exp" / "packed.json"))
     assert packed["pearson"] == m["pearson"]  # packed file: same numbers as the checkpoint
+    # the deployed files of a real (2-layer MiniLM) student: frozen MINDIR exact, ONNX to float rounding
+    for ext, tol in (("mindir", 0.0), ("onnx", 1e-4)):
+        run("eval.py", "--checkpoint", str(d / "exp" / f"s.{ext}"), "--data_dir", str(d / "data"),
+            "--output_file", str(d / "exp" / f"{ext}.json"))
+        got = json.load(open(d / "exp" / f"{ext}.json"))
+        assert abs(got["pearson"] - m["pearson"]) <= tol, (ext, got["pearson"], m["pearson"])
 
 
 @pytest.mark.slow

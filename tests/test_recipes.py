@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import GLUE, ROOT, minilm_slice
+from conftest import ROOT, minilm_slice
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import run_recipes  # noqa: E402
@@ -83,12 +83,11 @@ def test_bad_results_line_names_file_and_line(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(GLUE), reason="../shared/data/glue not present")
-def test_runner_smoke_and_resume(tmp_path):
+def test_runner_smoke_and_resume(tmp_path, glue_dir):
     hf = minilm_slice(str(tmp_path / "minilm2"))
     results = tmp_path / "rows.jsonl"
     cmd = [sys.executable, "benchmarks/run_recipes.py", "--tasks", "sts-b", "--recipes", "2-2-8", "8-8-8", "2-2-8-two-stage", "2-2-8-buckets-aug",
-           "--backbone", hf, "--glue_dir", GLUE, "--work_dir", str(tmp_path / "work"), "--results", str(results),
+           "--backbone", hf, "--glue_dir", glue_dir, "--work_dir", str(tmp_path / "work"), "--results", str(results),
            "--limit", "48", "--max_seq_length", "32", "--max_steps", "2", "--epoch_size", "1",
            "--teacher_bucket_width", "16"]
     env = dict(os.environ, GLOG_v="3")
