@@ -38,26 +38,24 @@ def task_name(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1 (a size or a count; 0 never means "the default")."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
+def _int_at_least(minimum: int, what: str):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {n}")
+        return n
+    parse.__name__ = what  # argparse names the type in its messages
+    parse.__doc__ = f"argparse type: an integer >= {minimum}"
+    return parse
 
 
-def non_negative_int(value: str) -> int:
-    """argparse type: an integer >= 0 (where 0 has a documented meaning, e.g. dynamic)."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
-    return n
+# a size or a count: 0 never silently means "the default"
+positive_int = _int_at_least(1, "positive_int")
+# where 0 has a documented meaning (dynamic, no cap, once per epoch)
+non_negative_int = _int_at_least(0, "non_negative_int")
 
 
 def add_device_args(ap: argparse.ArgumentParser) -> None:

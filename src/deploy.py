@@ -16,7 +16,6 @@ The ONNX path imports neither MindSpore nor onnx: a deployed process needs onnxr
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,20 +24,13 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from .config import RunConfig, atomic_write_text, config_path_for
+from .glue import sha256_file as sha256_of
 
 FORMATS = ("MINDIR", "ONNX", "AIR")
 
 
 class ModelFileError(ValueError):
     """A model file is missing, truncated, corrupted, or not one this project wrote."""
-
-
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def manifest_path(model_path: str) -> str:
