@@ -17,7 +17,6 @@ exactly as eval.py does, so predict.py and eval.py give the same outputs for the
 scales are per batch, so outputs can then differ in the last digits).
 """
 import argparse
-import json
 import logging
 import os
 import sys

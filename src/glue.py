@@ -23,7 +23,7 @@ import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 

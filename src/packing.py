@@ -29,7 +29,7 @@ from mindspore import nn
 from .checkpoint import CheckpointError, build_network, load_into, named_params, quant_state_names
 from .config import RunConfig
 from .quant import quantize_weight
-from .tinybert_model import QuantDense, QuantEmbedding, quantized_cells
+from .tinybert_model import QuantEmbedding, quantized_cells
 
 MAGIC = b"TBQ\0"
 VERSION = 1

@@ -19,7 +19,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import mindspore as ms

@@ -84,7 +84,7 @@ def test_onnx_logits_equal_the_network(tmp_path, pynative, name):
 def _run_graph(nodes_fn, feeds):
     """Run a small graph built by nodes_fn(g, *input names) -> output name in ONNX Runtime."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import helper
     from src.onnx_export import IR_VERSION, OPSET, _Graph
     g = _Graph()
     names = list(feeds)
