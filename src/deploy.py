@@ -116,8 +116,7 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
         if trained:  # sizes of the fp32 model and of the packed file (benchmarks read it)
             atomic_write_text(base + ".size.json", json.dumps(size_report(net, base + ".tbq"), indent=2) + "\n")
             written.append(base + ".size.json")
-    run_plain = RunConfig(task=run.task, model=run.model, quant=run.quant, distill=run.distill, train=run.train)
-    run_plain.save(base + ".json")
+    run.save(base + ".json")
     written.append(base + ".json")
     if vocab_from and os.path.isfile(vocab_from):
         dst = os.path.join(os.path.dirname(os.path.abspath(base)), "vocab.txt")

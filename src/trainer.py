@@ -97,11 +97,9 @@ def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: st
     fwd = _EVAL_VIEW[0]
     if fwd is None or fwd.net is not net:
         fwd = _EVAL_VIEW[0] = LogitsOnly(net)
-
-    def fn(ids, mask, seg):
-        return fwd(ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(seg)).asnumpy()
-
-    logits, labels = predict_records(fn, records_dir, task, batch_size, dataset_type, max_seq_length, split)
+    from .deploy import MindsporePredictor  # numpy in, numpy out: what predict_records calls
+    logits, labels = predict_records(MindsporePredictor(fwd, None, "the network"), records_dir, task, batch_size,
+                                     dataset_type, max_seq_length, split)
     net.set_train(was_training)
     return compute_metrics(task, logits, labels)
 
