@@ -59,6 +59,20 @@ def cpu_info() -> dict:
 # ------------------------------------------------------------------------------------------
 # Worker: one artifact in a fresh process
 # ------------------------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: Linux carries
+    ru_maxrss across fork and exec, so a worker started by a large parent would report the
+    parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
+
+
 def worker(path: str, calls: int, inputs) -> dict:
     import numpy as np
     t0 = time.perf_counter()
@@ -95,7 +109,7 @@ def worker(path: str, calls: int, inputs) -> dict:
             times.append((time.perf_counter() - t) * 1000)
         out.setdefault("calls", {})[f"{b}x{s}"] = len(times)
         out["latency_ms"][f"{b}x{s}"] = statistics.median(times)
-    out["peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    out["peak_rss_MB"] = peak_rss_mb()
     return out
 
 

@@ -1,12 +1,12 @@
 """Benchmark runner: teacher -> ternary student -> measured row, for tasks x recipes x seeds.
 
     python benchmarks/run_recipes.py --tasks sts-b mrpc --recipes 2-2-8 2-2-8-lat 8-8-8 \
-        --glue_dir ../shared/data/glue --teachers_dir ../shared/models/teachers
+        --glue_dir $GLUE_DIR --teachers_dir $TEACHERS_DIR
     python benchmarks/run_recipes.py --render      # docs/results.md table + size-vs-metric plot
 
 For every task it converts the GLUE files once, takes the teacher from
 ``--teachers_dir/<task>`` (a Hugging Face folder, imported) or else fine-tunes one from the
-backbone with the recipe of ../shared/models/README.md, and evaluates the teacher on the full
+backbone with the teacher recipe (TEACHER_EPOCHS and TEACHER_BATCH below), and evaluates the teacher on the full
 dev set. For every (recipe, seed) it distils with train.py, exports the packed file of the best
 student, and appends ONE line to ``--results`` (JSON lines) once the run has finished: task,
 recipe, flags, teacher and student metrics (best and final), epochs, lr, wall time, samples/s,
@@ -86,11 +86,11 @@ HEADLINE = {"sts-b": "pearson", "mrpc": "f1", "sst-2": "acc", "rte": "acc", "col
             "wnli": "acc", "qqp": "f1", "mnli": "acc", "mnli-mm": "acc"}
 
 # What the PyTorch original TernaryBERT reaches from the same teachers (2-2-8, best dev value of
-# its periodic evaluations, learning rates swept; ../shared/models/README.md): best of the sweep.
+# its periodic evaluations, learning rates swept; as reported beside the teachers used here): best of the sweep.
 PYTORCH_ORIGINAL = {"sts-b": (0.8308, "lr 1e-4"), "mrpc": (0.8257, "lr 2e-5"), "sst-2": (0.8830, "1 epoch"),
                     "rte": (0.5668, "lr 5e-5"), "cola": (0.2106, "lr 5e-5")}
 
-# Teacher fine-tuning recipe of ../shared/models/README.md: AdamW 5e-5, batch 32 on every task,
+# Teacher fine-tuning recipe (the one the reference teachers were trained with): AdamW 5e-5, batch 32 on every task,
 # 5 epochs (SST-2 3). Lengths come from the task table (src/config.py: 128; SST-2 and CoLA 64,
 # which truncates none of CoLA: its longest sentence is 47 tokens with [CLS]/[SEP]).
 # Distillation uses the task table's batch (CoLA 16, as the original).
@@ -394,9 +394,10 @@ def main(argv=None):
     ap.add_argument("--epoch_size", type=float, default=3)
     ap.add_argument("--eval_step", type=int, default=0,
                     help="evaluate every N steps (default 0: once per epoch); for 1-epoch runs like SST-2")
-    ap.add_argument("--glue_dir", default=os.path.join(ROOT, "..", "shared", "data", "glue"))
-    ap.add_argument("--teachers_dir", default=None,
-                    help="folder of Hugging Face teachers by task name; a task without one is fine-tuned")
+    ap.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR"), help="GLUE folder (default: $GLUE_DIR)")
+    ap.add_argument("--teachers_dir", default=os.environ.get("TEACHERS_DIR"),
+                    help="folder of Hugging Face teachers by task name (default: $TEACHERS_DIR); a task "
+                         "without one is fine-tuned")
     ap.add_argument("--backbone", default=None, help="Hugging Face folder (default: the MiniLM package)")
     ap.add_argument("--teacher_epochs", type=float, default=None)
     ap.add_argument("--teacher_bucket_width", type=int, default=0,
@@ -423,6 +424,8 @@ def main(argv=None):
         return 0
     for task in args.tasks:
         get_task(task)  # an unknown name fails here, before any hour-long step starts
+    if not args.glue_dir:
+        ap.error("--glue_dir (or GLUE_DIR) is required: a GLUE folder in the standard layout")
     done = {row_key(r["task"], r["recipe"], r["seed"], r["learning_rate"], r["epochs"])
             for r in load_rows(args.results)}
     for task in args.tasks:

@@ -132,12 +132,17 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
 # Running
 # ------------------------------------------------------------------------------------------
 def session_options(threads: int = 0):
-    """ONNX Runtime options for these models: the memory arena off. Measured on MiniLM-L6 (AVX2, two
-    processes each): peak RSS after 1 x 128, 8 x 128 and 1 x 32 batches 168-185 MB instead of 198-199,
-    latency the same at batch 1 and up to 2-20% higher at 8 x 128 (fresh buffers per call)."""
+    """ONNX Runtime options for these models: the memory arena and the memory pattern off.
+
+    Both trade a little latency for memory: the arena keeps every buffer it ever allocated, and the
+    memory pattern preallocates one block for all the intermediate tensors of a batch shape. Measured
+    on MiniLM-L6 (AVX2, 2 cores, 4 fresh processes each, 1 x 128, 8 x 128 and 1 x 32 batches in
+    turn): peak RSS 140-144 MB with both off, 189-200 MB with the pattern on, ~200 MB with the
+    defaults; latency within the machine's noise (benchmarks/bench_inference.py has the numbers)."""
     import onnxruntime as ort  # noqa: the caller checked it is installed
     opts = ort.SessionOptions()
     opts.enable_cpu_mem_arena = False
+    opts.enable_mem_pattern = False
     if threads:
         opts.intra_op_num_threads = threads
     return opts

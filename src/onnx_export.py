@@ -244,10 +244,15 @@ class _Writer:
                 bias = bias + np.float32(x.lo) * (alpha * ct.astype(np.float32).sum(axis=0))
         else:
             xf = _dequant(g, x) if isinstance(x, _QAct) else x
-            wts = [_float_weight(g, p, w_.T, None) if q is None else
-                   _float_weight(g, p, None, (q[0], q[1], np.asarray(q[2]).T, q[3]))
-                   for p, w_, q in zip(prefixes, ws, qs)]
-            wt = wts[0] if len(wts) == 1 else g.op("Concat", wts, axis=1)  # [in, sum(out)]
+            if all(q is None for q in qs):
+                # one initializer, not a Concat of three: tools that rewrite constant weights
+                # (onnxruntime's quantize_dynamic) see the fused Q/K/V matrix as a weight
+                wt = g.init(hint, np.concatenate([w_.T for w_ in ws], axis=1).astype(np.float32))  # [in, sum(out)]
+            else:
+                wts = [_float_weight(g, p, w_.T, None) if q is None else
+                       _float_weight(g, p, None, (q[0], q[1], np.asarray(q[2]).T, q[3]))
+                       for p, w_, q in zip(prefixes, ws, qs)]
+                wt = wts[0] if len(wts) == 1 else g.op("Concat", wts, axis=1)  # [in, sum(out)]
             y = g.op("MatMul", [xf, wt])
         y = g.op("Add", [y, g.init(hint + ".bias", bias.astype(np.float32))])
         if len(prefixes) == 1:
