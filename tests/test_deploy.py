@@ -320,3 +320,25 @@ def test_export_from_a_packed_file_reuses_its_codes(exported, graph):
     ids, mask, seg = tiny_batch(np.random.RandomState(6), b=3, s=11, vocab=30522)
     np.testing.assert_array_equal(load_predictor(str(d / "again" / "s.mindir"))(ids, mask, seg),
                                   load_predictor(str(d / "exp" / "s.mindir"))(ids, mask, seg))
+
+
+def test_float_onnx_holds_weights_that_quantize_dynamic_quantizes(tmp_path, pynative):
+    """The benchmark's int8 alternative: every dense weight of the fp32 ONNX model (the fused Q/K/V
+    one too) must be an initializer, or quantize_dynamic silently leaves that product in fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from src.onnx_export import export_onnx
+    rng = np.random.RandomState(0)
+    net, run = _student(QuantConfig.full_precision(), rng)
+    src = export_onnx(net, run, str(tmp_path / "fp32.onnx"))
+    dst = str(tmp_path / "int8.onnx")
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+    m = onnx.load(dst)
+    layers = run.model.num_hidden_layers
+    q_matmuls = [n for n in m.graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    # per layer: Q/K/V, attention output, FFN in, FFN out; plus the pooler and the classifier
+    assert len(q_matmuls) == 4 * layers + 2, [n.op_type for n in m.graph.node]
+    assert not [n for n in onnx.load(src).graph.node if n.op_type == "Concat"]
+    # the fused matrix is the three concatenated: the float model still equals the network
+    ids, mask, seg = tiny_batch(rng, b=2, s=9)
+    np.testing.assert_allclose(OnnxPredictor(src)(ids, mask, seg),
+                               LogitsOnly(net)(T(ids), T(mask), T(seg)).asnumpy(), rtol=1e-5, atol=1e-5)
