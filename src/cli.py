@@ -98,6 +98,9 @@ def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: flo
                          "(0: pad every batch to the records' length); pair it with --token_mean")
     ap.add_argument("--max_steps", type=non_negative_int, default=0, help="stop after N steps (0: no cap)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--save_ckpt_step", type=non_negative_int, default=0,
+                    help="every N steps: OUT/ckpt/step-N.ckpt and the training state (0: only at evaluations)")
+    ap.add_argument("--max_ckpt_num", type=positive_int, default=5, help="keep the newest N of those checkpoints")
     ap.add_argument("--resume", action="store_true", help="continue the run in --output_dir")
     ap.add_argument("--stop_after", type=non_negative_int, default=0,
                     help="stop after N steps as if interrupted (to exercise --resume)")
@@ -163,10 +166,12 @@ def train_config(args, max_seq_length: int) -> TrainConfig:
                        batch_size=args.train_batch_size or spec.batch_size,
                        warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
                        seed=args.seed, eval_steps=args.eval_step, max_seq_length=max_seq_length,
-                       max_steps=args.max_steps, bucket_width=args.bucket_width)
+                       max_steps=args.max_steps, bucket_width=args.bucket_width,
+                       save_ckpt_steps=args.save_ckpt_step, keep_ckpt_max=args.max_ckpt_num)
 
 
-def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size", "stop_after")) -> dict:
+def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size", "stop_after",
+                            "save_ckpt_step", "max_ckpt_num")) -> dict:
     """What makes two invocations the same run (for refusing to mix runs in one folder)."""
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 

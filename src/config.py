@@ -227,6 +227,10 @@ class TrainConfig:
     # 0: every training batch is padded to max_seq_length. w > 0: batches of similar length,
     # each cut to the smallest multiple of w that holds its longest example (see dataset.py).
     bucket_width: int = 0
+    # > 0: every N steps the network goes to ckpt/step-<N>.ckpt (the newest keep_ckpt_max kept)
+    # and the training state is saved, so an interruption loses at most N steps
+    save_ckpt_steps: int = 0
+    keep_ckpt_max: int = 5
 
     def __post_init__(self):
         p = []
@@ -244,6 +248,9 @@ class TrainConfig:
             p.append(f"max_seq_length must be >= 8, got {self.max_seq_length}")
         if self.bucket_width < 0:
             p.append(f"bucket_width must be >= 0, got {self.bucket_width}")
+        if self.save_ckpt_steps < 0 or self.keep_ckpt_max < 1:
+            p.append(f"save_ckpt_steps must be >= 0 and keep_ckpt_max >= 1, got {self.save_ckpt_steps} "
+                     f"and {self.keep_ckpt_max}")
         _check(p, "TrainConfig")
 
 

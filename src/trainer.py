@@ -25,7 +25,7 @@ import mindspore as ms
 from mindspore import nn
 
 from .checkpoint import atomic_save_checkpoint, load_into, named_params, read_checkpoint, save_network
-from .config import RunConfig, TrainConfig, atomic_write_text
+from .config import RunConfig, TrainConfig, atomic_write_text, config_path_for
 from .dataset import any_length_inputs, create_dataset, dataset_size
 from .metrics import compute_metrics
 from .tinybert_model import LogitsOnly
@@ -199,17 +199,49 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
                 logger.info("epoch %d step %d/%d loss %.5f %.1f samples/s ETA %s", epoch + 1,
                             step, total, loss_sum / loss_n, rate * spec.group_size,
                             time.strftime("%H:%M:%S", time.gmtime(eta)))
-            if step % eval_every == 0 or step == total or step % per_epoch == 0:
+            evaluated = step % eval_every == 0 or step == total or step % per_epoch == 0
+            if evaluated:
                 _evaluate_and_save(spec, state, step, epoch, loss_sum / max(loss_n, 1),
                                    seen * spec.group_size / max(train_time, 1e-9))
                 loss_sum, loss_n = 0.0, 0
                 spec.train_cell.set_train(True)
+            if t.save_ckpt_steps and step % t.save_ckpt_steps == 0:
+                _save_periodic(spec, state, step, save_state=not evaluated)
             if step >= total or step % per_epoch == 0 or step == stop_after:
                 break
         if step == stop_after:
             logger.info("stopped after step %d (--stop_after)", step)
             break
     return state
+
+
+def _save_train_state(spec: LoopSpec, state: dict, step: int) -> None:
+    """What --resume reads: the train cell's parameters (network, optimizer moments, quantizer
+    state), then the position in state.json."""
+    out = spec.output_dir
+    state["step"] = step
+    # names by path inside the train cell: stable however often the network is wrapped
+    atomic_save_checkpoint([{"name": n, "data": p} for n, p in named_params(spec.train_cell).items()],
+                           os.path.join(out, "train_state.ckpt"))
+    _write_json(os.path.join(out, "state.json"), state)
+
+
+def _save_periodic(spec: LoopSpec, state: dict, step: int, save_state: bool) -> None:
+    """--save_ckpt_step: OUT/ckpt/step-<step>.ckpt (+ .json), the newest keep_ckpt_max kept, and
+    the training state unless an evaluation just saved it."""
+    if spec.rank != 0:
+        state["step"] = step
+        return
+    folder = os.path.join(spec.output_dir, "ckpt")
+    save_network(spec.network, os.path.join(folder, f"step-{step:07d}.ckpt"), spec.run)
+    kept = sorted(f for f in os.listdir(folder) if f.startswith("step-") and f.endswith(".ckpt"))
+    for old in kept[:-spec.tcfg.keep_ckpt_max]:
+        for path in (os.path.join(folder, old), config_path_for(os.path.join(folder, old))):
+            if os.path.exists(path):
+                os.remove(path)
+    if save_state:
+        _save_train_state(spec, state, step)
+    logger.info("step %d: saved %s", step, os.path.join(folder, f"step-{step:07d}.ckpt"))
 
 
 def _evaluate_and_save(spec: LoopSpec, state: dict, step: int, epoch: int, loss: float,
@@ -230,12 +262,8 @@ def _evaluate_and_save(spec: LoopSpec, state: dict, step: int, epoch: int, loss:
             f"{k} {v:.5f}" for k, v in m.items() if isinstance(v, float)),
             " (best)" if improved else f" (best {state['best']:.5f} at step {state['best_step']})")
         _write_json(os.path.join(out, "metrics.json"), state["history"])
-        state["step"] = step
         save_network(spec.network, os.path.join(out, "last.ckpt"), spec.run)
-        # names by path inside the train cell: stable however often the network is wrapped
-        atomic_save_checkpoint([{"name": n, "data": p} for n, p in named_params(spec.train_cell).items()],
-                               os.path.join(out, "train_state.ckpt"))
-        _write_json(os.path.join(out, "state.json"), state)
+        _save_train_state(spec, state, step)
     else:
         state["step"] = step
 

@@ -120,3 +120,30 @@ def test_bad_inputs_get_clear_errors(work):
     json.dump({"task_name": "rte"}, open(d / "bad" / "run.json", "w"))
     p = run(*base, "--teacher_model", str(d / "bb" / "bb.ckpt"), ok=False)
     assert p.returncode == 2 and "holds a different run" in p.stdout
+
+
+@pytest.mark.slow
+def test_periodic_checkpoints_rotate_and_resume_exactly(work):
+    """--save_ckpt_step 1 --max_ckpt_num 2: only the two newest step checkpoints stay, the newest is
+    the network at the end; an interruption between evaluations resumes from the periodic state
+    (step 3, evaluations at 2 and 4) and ends where an uninterrupted run ends."""
+    d = work / "periodic"
+    common = ["train.py", "--task_name", "sts-b", "--data_dir", str(work / "data"), "--train_batch_size", "16",
+              "--teacher_model", str(work / "bb" / "bb.ckpt"), "--epoch_size", "1", "--eval_step", "2",
+              "--learning_rate", "1e-4", "--save_ckpt_step", "1", "--max_ckpt_num", "2"]
+    run(*common, "--output_dir", str(d / "a"))
+    assert sorted(os.listdir(d / "a" / "ckpt")) == ["step-0000003.ckpt", "step-0000003.json",
+                                                     "step-0000004.ckpt", "step-0000004.json"]
+    from src.checkpoint import read_checkpoint
+    last, newest = read_checkpoint(str(d / "a" / "last.ckpt")), read_checkpoint(str(d / "a" / "ckpt" / "step-0000004.ckpt"))
+    assert last.keys() == newest.keys() and all(np.array_equal(last[k], newest[k]) for k in last)
+    run(*common, "--output_dir", str(d / "b"), "--stop_after", "3")
+    state = json.load(open(d / "b" / "state.json"))
+    assert state["step"] == 3 and [r["step"] for r in state["history"]] == [2]
+    run(*common, "--output_dir", str(d / "b"), "--resume")
+    resumed = read_checkpoint(str(d / "b" / "last.ckpt"))
+    for k in last:  # the same float work in another process: equal to float rounding
+        np.testing.assert_allclose(resumed[k], last[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    ha, hb = json.load(open(d / "a" / "metrics.json")), json.load(open(d / "b" / "metrics.json"))
+    assert [r["step"] for r in ha] == [r["step"] for r in hb] == [2, 4]
+    assert [r["pearson"] for r in ha] == pytest.approx([r["pearson"] for r in hb], abs=1e-6)
