@@ -8,7 +8,8 @@ from src import cli
 
 @pytest.mark.parametrize("flag,value", [("--train_batch_size", "0"), ("--train_batch_size", "-3"),
                                         ("--eval_batch_size", "0"), ("--max_steps", "-1"),
-                                        ("--eval_step", "-5"), ("--bucket_width", "-16")])
+                                        ("--eval_step", "-5"), ("--bucket_width", "-16"),
+                                        ("--save_ckpt_step", "-1"), ("--max_ckpt_num", "0")])
 def test_zero_or_negative_sizes_are_refused_by_the_parser(flag, value, capsys):
     import train
     argv = ["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d", "--output_dir", "o", flag, value]
