@@ -24,8 +24,10 @@ logger = logging.getLogger("export")
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="a .ckpt (config .json beside it) or a packed .tbq")
-    ap.add_argument("--output", required=True, help="output path without extension")
+    # --ckpt_file / --file_name: the model_zoo export.py's spellings of the same two flags
+    ap.add_argument("--checkpoint", "--ckpt_file", dest="checkpoint", required=True,
+                    help="a .ckpt (config .json beside it) or a packed .tbq")
+    ap.add_argument("--output", "--file_name", dest="output", required=True, help="output path without extension")
     ap.add_argument("--file_format", nargs="+", default=["ONNX", "MINDIR"],
                     choices=["ONNX", "MINDIR", "AIR", "NONE"],
                     help="one or more; AIR needs --device_target Ascend; NONE: only the packed file")

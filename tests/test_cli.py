@@ -29,3 +29,10 @@ def test_project_errors_are_one_line_framework_errors_keep_their_traceback(caplo
         ms.ops.matmul(ms.Tensor(np.ones((2, 3), np.float32)), ms.Tensor(np.ones((4, 5), np.float32))).asnumpy()
     with pytest.raises((ValueError, RuntimeError)):
         cli.run_main(framework, "t")
+
+
+def test_export_accepts_the_model_zoo_spellings():
+    import export
+    ours = export.parse_args(["--checkpoint", "s.ckpt", "--output", "out/s", "--file_format", "MINDIR"])
+    zoo = export.parse_args(["--ckpt_file", "s.ckpt", "--file_name", "out/s", "--file_format", "MINDIR"])
+    assert vars(ours) == vars(zoo) and zoo.checkpoint == "s.ckpt" and zoo.output == "out/s"
