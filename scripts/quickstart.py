@@ -123,8 +123,8 @@ def main(argv=None):
             return rc
         open(marker, "w").close()
     summary = summarize(out, args, time.time() - t0)
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    from src.config import atomic_write_text  # summarize() put ROOT on sys.path
+    atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2) + "\n")
     print("\n" + summary["table"])
     return 0
 
