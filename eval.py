@@ -20,13 +20,15 @@ logger = logging.getLogger("eval")
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True,
+    ap.add_argument("--checkpoint", "--ckpt_file", dest="checkpoint", required=True, type=cli.checkpoint_file,
                     help="a .ckpt (config .json beside it), a packed .tbq, an exported .mindir or .onnx")
     ap.add_argument("--task_name", type=cli.task_name, default=None,
                     help="optional check: must be the checkpoint's task")
     cli.add_device_args(ap)
-    cli.add_data_args(ap)
-    ap.add_argument("--split", default="dev", choices=["dev", "train"])
+    cli.add_data_args(ap, batch_size_alias=True)
+    ap.add_argument("--split", default="dev", choices=["dev", "train", "dev_mm"],
+                    help="dev also reports the task's further dev sets (MNLI: mismatched, as mm_acc); "
+                         "dev_mm: MNLI's mismatched set alone")
     ap.add_argument("--any_length", action="store_true",
                     help="allow records of another max length than the checkpoint was trained at")
     ap.add_argument("--output_file", default=None, help="metrics JSON (default: <checkpoint>.eval.json)")
@@ -37,8 +39,7 @@ def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging()
     from src.deploy import load_predictor
-    from src.metrics import compute_metrics
-    from src.trainer import predict_records, set_context
+    from src.trainer import set_context, split_metrics
     set_context(args.device_target, args.device_id, args.mode)
     model = load_predictor(args.checkpoint)
     run = model.run
@@ -50,9 +51,8 @@ def main(argv=None):
         raise ValueError(f"{args.checkpoint} was trained at max_seq_length {run.train.max_seq_length} but "
                          f"{args.data_dir} was converted at {meta['max_seq_length']}; convert again, or pass "
                          f"--any_length to evaluate anyway")
-    logits, labels = predict_records(model, args.data_dir, run.task, args.eval_batch_size, args.dataset_type,
-                                     split=args.split)
-    metrics = compute_metrics(run.task, logits, labels)
+    metrics = split_metrics(model, args.data_dir, run.task, args.eval_batch_size, args.dataset_type,
+                            split=args.split)
     result = {"checkpoint": os.path.abspath(args.checkpoint), "task": run.task, "split": args.split,
               "quant": run.quant.name, "data_dir": os.path.abspath(args.data_dir), **metrics}
     out = args.output_file or os.path.splitext(args.checkpoint)[0] + ".eval.json"

@@ -25,7 +25,7 @@ logger = logging.getLogger("export")
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # --ckpt_file / --file_name: the model_zoo export.py's spellings of the same two flags
-    ap.add_argument("--checkpoint", "--ckpt_file", dest="checkpoint", required=True,
+    ap.add_argument("--checkpoint", "--ckpt_file", dest="checkpoint", required=True, type=cli.checkpoint_file,
                     help="a .ckpt (config .json beside it) or a packed .tbq")
     ap.add_argument("--output", "--file_name", dest="output", required=True, help="output path without extension")
     ap.add_argument("--file_format", nargs="+", default=["ONNX", "MINDIR"],

@@ -19,7 +19,8 @@ def parse_args(argv=None):
     cli.add_task_args(ap)
     cli.add_device_args(ap)
     cli.add_data_args(ap)
-    ap.add_argument("--model", required=True, help="float checkpoint to fine-tune (.ckpt, its .json beside)")
+    ap.add_argument("--model", required=True, type=cli.checkpoint_file,
+                    help="float checkpoint to fine-tune (.ckpt, its .json beside)")
     cli.add_train_args(ap, lr=5e-5, epochs=3)
     return ap.parse_args(argv)
 

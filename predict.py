@@ -28,7 +28,7 @@ logger = logging.getLogger("predict")
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help=".onnx, .mindir, .tbq or .ckpt")
+    ap.add_argument("--model", required=True, type=cli.checkpoint_file, help=".onnx, .mindir, .tbq or .ckpt")
     ap.add_argument("--input", required=True, help=".tsv, .jsonl, or - (stdin, tsv)")
     ap.add_argument("--output", default="-", help="output file (default: stdout)")
     ap.add_argument("--vocab_file", default=None, help="default: vocab.txt beside the model")

@@ -20,8 +20,10 @@ def parse_args(argv=None):
     cli.add_task_args(ap)
     cli.add_device_args(ap)
     cli.add_data_args(ap)
-    ap.add_argument("--teacher_model", required=True, help="teacher checkpoint (.ckpt, its .json beside)")
-    ap.add_argument("--student_model", default=None, help="student initialisation (default: the teacher)")
+    ap.add_argument("--teacher_model", "--teacher_model_dir", dest="teacher_model", required=True,
+                    type=cli.checkpoint_file, help="teacher checkpoint (.ckpt, its .json beside)")
+    ap.add_argument("--student_model", "--student_model_dir", dest="student_model", default=None,
+                    type=cli.checkpoint_file, help="student initialisation (default: the teacher)")
     # lr default per task (TaskSpec.distill_lr): 1e-4, the best measured for small (MiniLM-L6)
     # students on STS-B, MRPC and SST-2, and 5e-5 on RTE (README "Results"). The paper's 2e-5 was
     # for BERT-base; from the same STS-B teacher the PyTorch original gets Pearson 77.54 at 2e-5

@@ -84,12 +84,12 @@ def main(argv=None):
         ids, mask, seg, y = random_batch(rng, cfg, b, seq)
         t0 = time.time()
         for _ in range(args.warmup):
-            step(ids, mask, seg, y).asnumpy()
+            step(ids, mask, seg, y)[0].asnumpy()
         warm = time.time() - t0
         times = []
         for _ in range(args.steps):
             t = time.perf_counter()
-            step(ids, mask, seg, y).asnumpy()
+            step(ids, mask, seg, y)[0].asnumpy()
             times.append(time.perf_counter() - t)
         med = statistics.median(times)
         row = {"seq_length": seq, "batch_size": b, "median_step_s": med,

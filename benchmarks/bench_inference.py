@@ -8,6 +8,8 @@ Artifacts, for the MiniLM-L6 shape (6 x 384) and the BERT-base shape (12 x 768):
   fp32 MINDIR          the full-precision network, ms.export, run by mindspore.load + nn.GraphCell
   2-2-8 frozen MINDIR  export.py's MINDIR of the ternary student (weights fixed at q(w))
   2-2-8 ONNX           export.py's integer ONNX model, ONNX Runtime
+  2-2-8 ONNX (learned) the same student trained with --act_mode learned: fixed activation ranges, no
+                       per-call range search (speed only: its clips are left at their initial values)
   fp32 ONNX            the full-precision network as ONNX (same writer, float config), ONNX Runtime
   int8 ONNX (dynamic)  onnxruntime.quantization.quantize_dynamic of the fp32 ONNX: the usual int8 route
 Random weights unless checkpoints are given (latency and size do not depend on the values).
@@ -18,6 +20,7 @@ resident memory; --rounds rounds visit the artifacts in
 rotated order, and the table reports the median over rounds. Pause other work while it runs.
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -36,9 +39,11 @@ SHAPES = {
     "BERT-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
 INPUTS = [(1, 128), (8, 128), (1, 32)]
-ARTIFACTS = ["fp32 MINDIR", "2-2-8 frozen MINDIR", "2-2-8 ONNX", "fp32 ONNX", "int8 ONNX (dynamic)"]
+ARTIFACTS = ["fp32 MINDIR", "2-2-8 frozen MINDIR", "2-2-8 ONNX", "2-2-8 ONNX (learned)", "fp32 ONNX",
+             "int8 ONNX (dynamic)"]
 FILES = {"fp32 MINDIR": "fp32.mindir", "2-2-8 frozen MINDIR": "student.mindir", "2-2-8 ONNX": "student.onnx",
-         "fp32 ONNX": "fp32.onnx", "int8 ONNX (dynamic)": "int8_dynamic.onnx"}
+         "2-2-8 ONNX (learned)": "student_learned.onnx", "fp32 ONNX": "fp32.onnx",
+         "int8 ONNX (dynamic)": "int8_dynamic.onnx"}
 
 
 def cpu_info() -> dict:
@@ -146,9 +151,18 @@ def build(model_name: str, folder: str, teacher: str = None, student: str = None
             if n in src:
                 p.set_data(src[n].data.copy())
         source = {"weights": "random N(0, 0.05)"}
+    # the student's weights in a network with fixed (learned) activation ranges, at their initial values
+    lrun = dataclasses.replace(srun, quant=dataclasses.replace(srun.quant, act_mode="learned"))
+    lnet = BertForSequenceClassification(lrun.model, lrun.quant)
+    weights = dict(snet.parameters_and_names())
+    for n, p in lnet.parameters_and_names():
+        if n in weights:
+            p.set_data(weights[n].data.copy())
     tnet.set_train(False)
     snet.set_train(False)
+    lnet.set_train(False)
     export_artifacts(snet, srun, os.path.join(folder, "student"), formats=("ONNX", "MINDIR"))
+    export_onnx(lnet, lrun, os.path.join(folder, "student_learned.onnx"))
     export_mindir(tnet, os.path.join(folder, "fp32"))
     export_onnx(tnet, trun, os.path.join(folder, "fp32.onnx"))
     quantize_dynamic(os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8_dynamic.onnx"),

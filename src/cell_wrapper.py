@@ -79,7 +79,11 @@ def pair_score_mse(s_scores, t_scores, pair_keep, n_pairs):
 
 
 class DistillLoss(nn.Cell):
-    """Scalar distillation loss of a student against a frozen teacher."""
+    """Scalar distillation loss of a student against a frozen teacher.
+
+    ``terms`` names the loss terms in use (weight > 0) among hidden, attention, pred and gold;
+    with ``return_terms`` set (TrainOneStep sets it) the cell returns (loss, [len(terms)] of
+    their unweighted values), which the training log and metrics.json report."""
 
     def __init__(self, student: nn.Cell, teacher: nn.Cell, dcfg: DistillConfig):
         super().__init__()
@@ -94,6 +98,9 @@ class DistillLoss(nn.Cell):
         self.hidden_map, self.attn_map = layer_map(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
         self.regression = s_cfg.num_labels == 1
         self.dcfg = dcfg
+        self.terms = tuple(name for name, w in (("hidden", dcfg.hidden_weight), ("attention", dcfg.attention_weight),
+                                                ("pred", dcfg.pred_weight), ("gold", dcfg.label_weight)) if w > 0)
+        self.return_terms = False
 
     def set_train(self, mode=True):
         # The teacher always runs in inference mode (no dropout, no observer updates).
@@ -107,6 +114,7 @@ class DistillLoss(nn.Cell):
         t_logits = ops.stop_gradient(t_logits)
         d = self.dcfg
         loss = 0.0
+        terms = []
         keep = input_mask.astype(ms.float32)  # [B, S]
         if d.hidden_weight > 0:
             h = 0.0
@@ -115,6 +123,7 @@ class DistillLoss(nn.Cell):
                 t_h = ops.stop_gradient(t_hidden[j])
                 h = h + (token_mse(s_hidden[i], t_h, tok_keep) if d.token_mean else mse(s_hidden[i], t_h))
             loss = loss + d.hidden_weight * h
+            terms.append(h)
         if d.attention_weight > 0:
             a = 0.0
             key_keep = keep.reshape(keep.shape[0], 1, 1, -1)  # [B, 1, 1, S]
@@ -125,6 +134,7 @@ class DistillLoss(nn.Cell):
                 a = a + (pair_score_mse(s_scores[i], t_s, pair_keep, n_pairs) if d.token_mean
                          else masked_score_mse(s_scores[i], t_s, key_keep))
             loss = loss + d.attention_weight * a
+            terms.append(a)
         if d.pred_weight > 0:
             if self.regression:
                 target = t_logits if d.regression_target == "teacher" else \
@@ -133,8 +143,13 @@ class DistillLoss(nn.Cell):
             else:
                 p = soft_cross_entropy(s_logits, t_logits)
             loss = loss + d.pred_weight * p
+            terms.append(p)
         if d.label_weight > 0:
-            loss = loss + d.label_weight * task_loss(s_logits, label_ids, self.regression)
+            g = task_loss(s_logits, label_ids, self.regression)
+            loss = loss + d.label_weight * g
+            terms.append(g)
+        if self.return_terms:
+            return loss, ops.stop_gradient(ops.stack(terms))
         return loss
 
 
@@ -146,16 +161,21 @@ def task_loss(logits, label_ids, regression: bool):
 
 
 class TaskLoss(nn.Cell):
-    """Fine-tuning loss of a (teacher) network on gold labels."""
+    """Fine-tuning loss of a (teacher) network on gold labels (one term, ``gold``)."""
 
     def __init__(self, net: nn.Cell):
         super().__init__()
         self.net = net
         self.regression = net.config.num_labels == 1
+        self.terms = ("gold",)
+        self.return_terms = False
 
     def construct(self, input_ids, input_mask, segment_ids, label_ids):
         logits = self.net(input_ids, input_mask, segment_ids)[0]
-        return task_loss(logits, label_ids, self.regression)
+        loss = task_loss(logits, label_ids, self.regression)
+        if self.return_terms:
+            return loss, ops.stop_gradient(loss.reshape(1))
+        return loss
 
 
 class WarmupLinearLR(LearningRateSchedule):
@@ -199,11 +219,14 @@ class TrainOneStep(nn.TrainOneStepCell):
 
     Gradients reach the latent full-precision weights through the STE bprops of the
     quantizers. In DATA_PARALLEL mode the parent's grad_reducer averages them across ranks.
+    Returns (loss, terms): the loss cell's named terms (``loss_net.terms``), unweighted, for the log.
     """
 
     def __init__(self, loss_net: nn.Cell, optimizer: nn.Optimizer, clip_norm: float,
                  student: nn.Cell = None, qcfg: QuantConfig = None):
+        loss_net.return_terms = True  # before the parent wraps it
         super().__init__(loss_net, optimizer)
+        self.terms = loss_net.terms
         self.clip_norm = float(clip_norm)
         lat_d, lat_v = [], []
         if student is not None and qcfg is not None and qcfg.ternarizer == "lat":
@@ -217,8 +240,9 @@ class TrainOneStep(nn.TrainOneStepCell):
         self.lat_v = ms.ParameterTuple(lat_v) if lat_v else None
 
     def construct(self, *inputs):
-        loss = self.network(*inputs)
-        sens = ops.fill(loss.dtype, loss.shape, self.sens)
+        loss, terms = self.network(*inputs)
+        # the terms are reported, not trained: their sensitivity is zero
+        sens = (ops.fill(loss.dtype, loss.shape, self.sens), ops.zeros_like(terms))
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         grads = self.grad_reducer(grads)
         grads = ops.clip_by_global_norm(grads, self.clip_norm)
@@ -227,4 +251,4 @@ class TrainOneStep(nn.TrainOneStepCell):
             for i in range(len(self.lat_d)):
                 loss = ops.depend(loss, ops.assign(self.lat_d[i],
                                                    ops.sqrt(self.lat_v[i]) + self.lat_eps))
-        return loss
+        return loss, terms

@@ -70,13 +70,25 @@ def add_task_args(ap: argparse.ArgumentParser) -> None:
                     help="one of: " + ", ".join(TASKS))
 
 
-def add_data_args(ap: argparse.ArgumentParser) -> None:
+def checkpoint_file(value: str) -> str:
+    """argparse type: a model file. model_zoo passes folders (``--teacher_model_dir``); a folder
+    holding a run's best.ckpt means that file, any other folder is refused (never "the newest file")."""
+    if os.path.isdir(value):
+        best = os.path.join(value, "best.ckpt")
+        if os.path.isfile(best):
+            return best
+        raise argparse.ArgumentTypeError(f"{value} is a folder without best.ckpt; pass the checkpoint file itself")
+    return value
+
+
+def add_data_args(ap: argparse.ArgumentParser, batch_size_alias: bool = False) -> None:
     ap.add_argument("--data_dir", required=True,
                     help="records folder written by scripts/convert_glue.py")
     ap.add_argument("--max_seq_length", type=positive_int, default=None,
                     help="optional check: the records must have been converted at this length")
     ap.add_argument("--dataset_type", default="mindrecord", choices=["mindrecord", "tfrecord"])
-    ap.add_argument("--eval_batch_size", type=positive_int, default=32)
+    ap.add_argument("--eval_batch_size", *(["--batch_size"] if batch_size_alias else []), dest="eval_batch_size",
+                    type=positive_int, default=32)
 
 
 def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: float) -> None:
@@ -92,7 +104,8 @@ def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: flo
     ap.add_argument("--learning_rate", type=float, default=lr, help=f"peak learning rate ({lr_help})")
     ap.add_argument("--warmup_ratio", type=float, default=0.1)
     ap.add_argument("--weight_decay", type=float, default=0.01)
-    ap.add_argument("--eval_step", type=non_negative_int, default=0, help="evaluate every N steps (0: per epoch)")
+    ap.add_argument("--eval_step", "--eval_ckpt_step", dest="eval_step", type=non_negative_int, default=0,
+                    help="evaluate every N steps (0: per epoch)")
     ap.add_argument("--bucket_width", type=non_negative_int, default=0,
                     help="train on batches of similar length, each cut to a multiple of this "
                          "(0: pad every batch to the records' length); pair it with --token_mean")

@@ -60,9 +60,9 @@ def task_dir(data_dir: str, spec: TaskSpec) -> str:
 
 
 def split_file(data_dir: str, spec: TaskSpec, split: str) -> str:
-    name = {"train": "train.tsv", "dev": spec.dev_file}.get(split)
+    name = spec.split_files.get(split)
     if name is None:
-        raise ValueError(f"unknown split {split!r}; expected train or dev")
+        raise ValueError(f"unknown split {split!r} for {spec.name}; expected one of {', '.join(spec.split_files)}")
     path = os.path.join(task_dir(data_dir, spec), name)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{split} file {path} does not exist")
@@ -174,16 +174,21 @@ def sha256_file(path: str) -> str:
 
 
 def convert(task_name: str, data_dir: str, vocab_file: str, output_dir: str, max_seq_length: int,
-            formats=("mindrecord",), splits=("train", "dev"), do_lower_case: bool = True,
+            formats=("mindrecord",), splits=None, do_lower_case: bool = True,
             max_position_embeddings: int = 512, overwrite: bool = False,
             limit: int = 0, progress: bool = True, augment: Optional[AugmentConfig] = None,
-            embeddings_dir: Optional[str] = None) -> dict:
+            embeddings_dir: Optional[str] = None, train_file: Optional[str] = None) -> dict:
     """Convert a GLUE task; returns the metadata written to ``<output_dir>/meta.json``.
+
+    ``train_file``: the training examples come from this file instead of the task's train.tsv
+    (e.g. TinyBERT's ``train_aug.tsv``, the paper's augmented data); it must have the columns
+    and header of the task's train.tsv and gets the same checks.
 
     ``augment``: add altered copies of the training examples (src/augment.py), using the word
     embeddings of the Hugging Face folder ``embeddings_dir`` (its vocabulary must be
     ``vocab_file``'s)."""
     spec = get_task(task_name)
+    splits = tuple(splits) if splits else tuple(spec.split_files)  # default: all (MNLI: train, dev, dev_mm)
     bad = [f for f in formats if f not in ("mindrecord", "tfrecord")]
     if bad or not formats:
         raise ValueError(f"unknown format(s) {bad}; expected mindrecord and/or tfrecord")
@@ -196,7 +201,14 @@ def convert(task_name: str, data_dir: str, vocab_file: str, output_dir: str, max
         raise FileNotFoundError(f"vocab file {vocab_file} does not exist")
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError(f"output folder {output_dir} exists; pass --overwrite to replace it")
-    paths = {s: split_file(data_dir, spec, s) for s in splits}  # every input checked first
+    if train_file is not None:
+        if "train" not in splits:
+            raise ValueError(f"--train_file replaces the train split, which is not among the splits to convert "
+                             f"({', '.join(splits)})")
+        if not os.path.isfile(train_file):
+            raise FileNotFoundError(f"train file {train_file} does not exist")
+    paths = {s: train_file if s == "train" and train_file is not None else split_file(data_dir, spec, s)
+             for s in splits}  # every input checked first
     tok = BertTokenizer(vocab_file, do_lower_case=do_lower_case)
     if "tfrecord" in formats:
         try:
@@ -321,9 +333,13 @@ def main(argv=None) -> int:
     ap.add_argument("--max_seq_length", type=int, default=None,
                     help="default: the task table's (128; 64 for SST-2 and CoLA)")
     ap.add_argument("--format", nargs="+", default=["mindrecord"], choices=["mindrecord", "tfrecord"])
-    ap.add_argument("--splits", nargs="+", default=["train", "dev"], choices=["train", "dev"])
+    ap.add_argument("--splits", nargs="+", default=None, choices=["train", "dev", "dev_mm"],
+                    help="default: every split of the task (train dev; MNLI also dev_mm, the mismatched set)")
     ap.add_argument("--cased", action="store_true", help="do not lower-case (cased vocabularies)")
     ap.add_argument("--limit", type=int, default=0, help="keep the first N examples per split")
+    ap.add_argument("--train_file", default=None,
+                    help="training examples from this tsv instead of the task's train.tsv, in the same "
+                         "layout (e.g. TinyBERT's train_aug.tsv, the paper's augmented data)")
     ap.add_argument("--overwrite", action="store_true")
     d = AugmentConfig()
     g = ap.add_argument_group("augmentation of the train split for distillation (src/augment.py)")
@@ -345,9 +361,9 @@ def main(argv=None) -> int:
             embeddings_dir = args.hf_dir or os.path.dirname(default_vocab_file())
         meta = convert(spec.name, args.data_dir, args.vocab_file or default_vocab_file(),
                        args.output_dir, args.max_seq_length or spec.max_seq_length,
-                       formats=tuple(args.format), splits=tuple(args.splits),
+                       formats=tuple(args.format), splits=args.splits,
                        do_lower_case=not args.cased, overwrite=args.overwrite, limit=args.limit,
-                       augment=augment, embeddings_dir=embeddings_dir)
+                       augment=augment, embeddings_dir=embeddings_dir, train_file=args.train_file)
     except (DataError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         logger.error("%s", e)
         return 2

@@ -5,7 +5,8 @@ Output folder of a run:
   last.ckpt / last.json     the network at the last evaluation (+ its config)
   train_state.ckpt          the whole train cell (network, optimizer moments, step) at the last
                             evaluation, and state.json with where the data loop stood
-  metrics.json              every evaluation: step, epoch, metrics, loss, samples/s
+  metrics.json              every evaluation: step, epoch, metrics, loss and its unweighted
+                            terms (train_terms), samples/s
   run.json                  the command-line identity of the run (refuses a different run)
 All files are written atomically. ``--resume`` reloads last.ckpt + state.json and continues
 with the same data order, so an interrupted run ends where an uninterrupted one would.
@@ -25,8 +26,9 @@ import mindspore as ms
 from mindspore import nn
 
 from .checkpoint import atomic_save_checkpoint, load_into, named_params, read_checkpoint, save_network
-from .config import RunConfig, TrainConfig, atomic_write_text, config_path_for
+from .config import RunConfig, TrainConfig, atomic_write_text, config_path_for, get_task
 from .dataset import any_length_inputs, create_dataset, dataset_size
+from .glue import load_meta
 from .metrics import compute_metrics
 from .tinybert_model import LogitsOnly
 
@@ -87,9 +89,28 @@ def predict_records(fn, records_dir: str, task: str, batch_size: int, dataset_ty
     return np.concatenate(logits), np.concatenate(labels)
 
 
+def split_metrics(fn, records_dir: str, task: str, batch_size: int, dataset_type: str,
+                  max_seq_length: int = None, split: str = "dev") -> dict:
+    """Metrics of ``fn`` (as for predict_records) on a whole split. On ``dev`` the task's further
+    dev sets held by the records are evaluated too, their metrics prefixed (MNLI mismatched:
+    ``mm_acc``, ``mm_examples``); ``select`` stays dev's."""
+    metrics = compute_metrics(task, *predict_records(fn, records_dir, task, batch_size, dataset_type,
+                                                     max_seq_length, split))
+    if split == "dev":
+        held = load_meta(records_dir)["splits"]
+        for extra, _ in get_task(task).extra_dev:
+            if extra in held:
+                more = compute_metrics(task, *predict_records(fn, records_dir, task, batch_size, dataset_type,
+                                                              max_seq_length, extra))
+                prefix = extra[len("dev_"):] + "_"
+                metrics.update({prefix + k: v for k, v in more.items() if k != "select"})
+    return metrics
+
+
 def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: str,
              max_seq_length: int = None, split: str = "dev") -> dict:
-    """Metrics of ``net`` (a BertForSequenceClassification) on a whole split, no example dropped."""
+    """Metrics of ``net`` (a BertForSequenceClassification) on a whole split, no example dropped
+    (and on the further dev sets, see split_metrics)."""
     was_training = net.training
     net.set_train(False)
     # the view of the last network evaluated is kept: a new cell would be compiled again at every
@@ -98,10 +119,10 @@ def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: st
     if fwd is None or fwd.net is not net:
         fwd = _EVAL_VIEW[0] = LogitsOnly(net)
     from .deploy import MindsporePredictor  # numpy in, numpy out: what predict_records calls
-    logits, labels = predict_records(MindsporePredictor(fwd, None, "the network"), records_dir, task, batch_size,
-                                     dataset_type, max_seq_length, split)
+    metrics = split_metrics(MindsporePredictor(fwd, None, "the network"), records_dir, task, batch_size,
+                            dataset_type, max_seq_length, split)
     net.set_train(was_training)
-    return compute_metrics(task, logits, labels)
+    return metrics
 
 
 @dataclass
@@ -172,6 +193,8 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
     train_time = 0.0  # seconds in training steps only (evaluations excluded)
     seen = 0
     loss_sum, loss_n = 0.0, 0
+    names = spec.train_cell.terms  # the loss terms in use (hidden, attention, pred, gold)
+    terms_sum = np.zeros(len(names))
     while step < total:
         epoch = step // per_epoch
         # A fresh pipeline per epoch, seeded by epoch: the order is reproducible on resume.
@@ -184,7 +207,8 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
             data = data.skip(skip)
         for batch in data.create_tuple_iterator(num_epochs=1):
             t0 = time.perf_counter()
-            loss = float(spec.train_cell(*batch).asnumpy())
+            loss, terms = spec.train_cell(*batch)
+            loss = float(loss.asnumpy())
             train_time += time.perf_counter() - t0
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at step {step + 1}; lower the learning "
@@ -192,18 +216,22 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
             step += 1
             seen += t.batch_size
             loss_sum += loss
+            terms_sum += terms.asnumpy()
             loss_n += 1
             if main_rank and (step % log_every == 0 or step == total):
                 rate = seen / max(train_time, 1e-9)
                 eta = (total - step) * t.batch_size / max(rate, 1e-9)
-                logger.info("epoch %d step %d/%d loss %.5f %.1f samples/s ETA %s", epoch + 1,
-                            step, total, loss_sum / loss_n, rate * spec.group_size,
-                            time.strftime("%H:%M:%S", time.gmtime(eta)))
+                logger.info("epoch %d step %d/%d loss %.5f (%s) %.1f samples/s ETA %s", epoch + 1,
+                            step, total, loss_sum / loss_n,
+                            " ".join(f"{n} {v / loss_n:.5f}" for n, v in zip(names, terms_sum)),
+                            rate * spec.group_size, time.strftime("%H:%M:%S", time.gmtime(eta)))
             evaluated = step % eval_every == 0 or step == total or step % per_epoch == 0
             if evaluated:
                 _evaluate_and_save(spec, state, step, epoch, loss_sum / max(loss_n, 1),
-                                   seen * spec.group_size / max(train_time, 1e-9))
+                                   seen * spec.group_size / max(train_time, 1e-9),
+                                   {n: float(v) / max(loss_n, 1) for n, v in zip(names, terms_sum)})
                 loss_sum, loss_n = 0.0, 0
+                terms_sum[:] = 0.0
                 spec.train_cell.set_train(True)
             if t.save_ckpt_steps and step % t.save_ckpt_steps == 0:
                 _save_periodic(spec, state, step, save_state=not evaluated)
@@ -245,14 +273,16 @@ def _save_periodic(spec: LoopSpec, state: dict, step: int, save_state: bool) -> 
 
 
 def _evaluate_and_save(spec: LoopSpec, state: dict, step: int, epoch: int, loss: float,
-                       rate: float) -> None:
+                       rate: float, terms: dict) -> None:
+    """Evaluate, record the row (loss and its unweighted terms averaged since the last
+    evaluation), keep best.ckpt and the training state."""
     out = spec.output_dir
     if spec.rank == 0:
         m = evaluate(spec.network, spec.records_dir, spec.run.task, spec.eval_batch_size,
                      spec.dataset_type, spec.tcfg.max_seq_length)
         row = {"step": step, "epoch": round(step / steps_per_epoch(spec.records_dir, spec.tcfg,
                                                                  spec.group_size), 3),
-               "train_loss": loss, "samples_per_s": rate, **m}
+               "train_loss": loss, "train_terms": terms, "samples_per_s": rate, **m}
         state["history"].append(row)
         improved = state["best"] is None or m["select"] > state["best"]
         if improved:

@@ -36,3 +36,30 @@ def test_export_accepts_the_model_zoo_spellings():
     ours = export.parse_args(["--checkpoint", "s.ckpt", "--output", "out/s", "--file_format", "MINDIR"])
     zoo = export.parse_args(["--ckpt_file", "s.ckpt", "--file_name", "out/s", "--file_format", "MINDIR"])
     assert vars(ours) == vars(zoo) and zoo.checkpoint == "s.ckpt" and zoo.output == "out/s"
+
+
+def test_train_and_eval_accept_the_model_zoo_spellings(tmp_path):
+    import eval as eval_py
+    import train
+    common = ["--task_name", "sts-b", "--data_dir", "d", "--output_dir", "o"]
+    ours = train.parse_args(common + ["--teacher_model", "t.ckpt", "--student_model", "s.ckpt", "--eval_step", "50"])
+    zoo = train.parse_args(common + ["--teacher_model_dir", "t.ckpt", "--student_model_dir", "s.ckpt",
+                                     "--eval_ckpt_step", "50"])
+    assert vars(ours) == vars(zoo) and zoo.eval_step == 50 and zoo.teacher_model == "t.ckpt"
+    ours = eval_py.parse_args(["--checkpoint", "m.onnx", "--data_dir", "d", "--eval_batch_size", "8"])
+    zoo = eval_py.parse_args(["--ckpt_file", "m.onnx", "--data_dir", "d", "--batch_size", "8"])
+    assert vars(ours) == vars(zoo) and zoo.eval_batch_size == 8
+
+
+def test_a_run_folder_means_its_best_checkpoint_any_other_folder_is_refused(tmp_path, capsys):
+    import train
+    run = tmp_path / "teacher"
+    run.mkdir()
+    (run / "best.ckpt").write_bytes(b"")
+    common = ["--task_name", "sts-b", "--data_dir", "d", "--output_dir", "o"]
+    assert train.parse_args(common + ["--teacher_model_dir", str(run)]).teacher_model == str(run / "best.ckpt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit):
+        train.parse_args(common + ["--teacher_model", str(empty)])
+    assert "without best.ckpt" in capsys.readouterr().err

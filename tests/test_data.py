@@ -231,6 +231,67 @@ def test_converter_refuses_bad_arguments_and_writes_nothing(tmp_path):
     convert("rte", str(glue), VOCAB, str(out), 32, splits=("dev",), progress=False, overwrite=True)
 
 
+def test_train_file_replaces_the_train_split_with_the_same_checks(tmp_path):
+    """--train_file (TinyBERT's train_aug.tsv): its rows become the train split, checked as train.tsv."""
+    header = "index\tsentence1\tsentence2\tlabel\n"
+    glue = tmp_path / "glue"
+    _write(glue / "RTE" / "train.tsv", header + "0\tx\ty\tentailment\n")
+    _write(glue / "RTE" / "dev.tsv", header + "0\tx\ty\tentailment\n")
+    aug = _write(tmp_path / "train_aug.tsv", header + "0\tthe cat\ta dog\tnot_entailment\n"
+                 "0\tthe dog\ta cat\tentailment\n1\tthe man\ta day\tentailment\n")
+    meta = convert("rte", str(glue), VOCAB, str(tmp_path / "out"), 16, progress=False, train_file=str(aug))
+    assert meta["splits"]["train"]["examples"] == 3 and meta["splits"]["train"]["source"] == str(aug)
+    assert meta["splits"]["train"]["labels"] == {"entailment": 2, "not_entailment": 1}
+    assert meta["splits"]["dev"]["examples"] == 1
+    batch = next(create_dataset(str(tmp_path / "out"), "train", "rte", 3).create_dict_iterator(output_numpy=True))
+    vocab = [w.rstrip("\n") for w in open(VOCAB, encoding="utf-8")]
+    expect = [vocab.index(w) for w in ("[CLS]", "the", "cat", "[SEP]", "a", "dog", "[SEP]")]
+    assert list(batch["input_ids"][0][:7]) == expect and batch["input_ids"][0][7] == 0
+    assert list(batch["label_ids"].reshape(-1)) == [1, 0, 0]  # RTE labels: entailment, not_entailment
+    _write(aug, header + "0\tthe cat\ta dog\tnot_entailment\n1\tthe man\n")
+    with pytest.raises(DataError, match=r"train_aug.tsv:3: expected 4 tab-separated fields"):
+        convert("rte", str(glue), VOCAB, str(tmp_path / "out2"), 16, progress=False, train_file=str(aug))
+    with pytest.raises(FileNotFoundError, match="train file"):
+        convert("rte", str(glue), VOCAB, str(tmp_path / "out2"), 16, train_file=str(tmp_path / "none.tsv"))
+    with pytest.raises(ValueError, match="replaces the train split"):
+        convert("rte", str(glue), VOCAB, str(tmp_path / "out2"), 16, splits=("dev",), train_file=str(aug))
+    assert not os.path.exists(tmp_path / "out2")
+
+
+def _mnli_rows(path, labels, fields):
+    head = "\t".join(f"h{i}" for i in range(fields - 1)) + "\tgold_label\n"
+    rows = "".join("\t".join(["x"] * 8 + [f"a {lab}", "b"] + ["y"] * (fields - 11) + [lab]) + "\n" for lab in labels)
+    return _write(path, head + rows)
+
+
+def test_mnli_mismatched_is_a_dev_split_evaluated_beside_matched(tmp_path):
+    """One MNLI model: the converter writes matched (dev) and mismatched (dev_mm) records, and
+    evaluation reports both (mm_ prefixed), selecting on matched. Accuracies hand-counted."""
+    from src.trainer import split_metrics
+    glue = tmp_path / "glue"
+    _mnli_rows(glue / "MNLI" / "train.tsv", ["neutral", "entailment", "contradiction"], 12)
+    _mnli_rows(glue / "MNLI" / "dev_matched.tsv", ["entailment", "neutral", "neutral", "contradiction"], 16)
+    _mnli_rows(glue / "MNLI" / "dev_mismatched.tsv",
+               ["entailment", "entailment", "neutral", "entailment", "contradiction"], 16)
+    meta = convert("mnli", str(glue), VOCAB, str(tmp_path / "rec"), 16, progress=False)
+    assert {k: v["examples"] for k, v in meta["splits"].items()} == {"train": 3, "dev": 4, "dev_mm": 5}
+
+    def always_entailment(ids, mask, seg):  # MNLI labels: contradiction, entailment, neutral
+        return np.tile(np.array([[0.0, 1.0, 0.0]], np.float32), (len(ids), 1))
+    m = split_metrics(always_entailment, str(tmp_path / "rec"), "mnli", 2, "mindrecord")
+    assert m["acc"] == 1 / 4 and m["mm_acc"] == 3 / 5 and m["select"] == 1 / 4
+    assert m["examples"] == 4 and m["mm_examples"] == 5
+    alone = split_metrics(always_entailment, str(tmp_path / "rec"), "mnli", 2, "mindrecord", split="dev_mm")
+    assert alone["acc"] == 3 / 5 and "mm_acc" not in alone
+    # without the mismatched file the conversion names it; --splits train dev converts matched only
+    os.remove(glue / "MNLI" / "dev_mismatched.tsv")
+    with pytest.raises(FileNotFoundError, match="dev_mismatched.tsv"):
+        convert("mnli", str(glue), VOCAB, str(tmp_path / "rec2"), 16, progress=False)
+    convert("mnli", str(glue), VOCAB, str(tmp_path / "rec2"), 16, splits=("train", "dev"), progress=False)
+    assert set(split_metrics(always_entailment, str(tmp_path / "rec2"), "mnli", 2, "mindrecord")) >= {"acc"}
+    assert "mm_acc" not in split_metrics(always_entailment, str(tmp_path / "rec2"), "mnli", 2, "mindrecord")
+
+
 def test_cola_without_header_and_mrpc_bom(tmp_path):
     cola = _write(tmp_path / "CoLA" / "dev.tsv", "gj04\t1\t\tThe sailors rode.\ngj04\t0\t*\tRode the.")
     ex = read_examples(str(cola), get_task("cola"))

@@ -30,11 +30,15 @@ def _np_loss(s_out, t_out, labels, dcfg, h_map, a_map, regression):
     if regression:
         target = tl if dcfg.regression_target == "teacher" else labels.reshape(-1, 1)
         pred = mse(sl, target)
+        gold = mse(sl.reshape(-1), labels.reshape(-1)) if labels is not None else 0.0
     else:
         ls = sl - sl.max(-1, keepdims=True)
         ls = ls - np.log(np.exp(ls).sum(-1, keepdims=True))
         pred = np.mean(-ref.softmax(tl) * ls)
-    return dcfg.hidden_weight * hid + dcfg.attention_weight * att + dcfg.pred_weight * pred, (hid, att, pred)
+        gold = -np.mean(ls[np.arange(len(labels)), labels]) if labels is not None else 0.0
+    total = (dcfg.hidden_weight * hid + dcfg.attention_weight * att + dcfg.pred_weight * pred
+             + dcfg.label_weight * gold)
+    return total, (hid, att, pred, gold)
 
 
 def _outs(net, ids, mask, seg):
@@ -46,14 +50,22 @@ def _outs(net, ids, mask, seg):
 def test_distill_loss_matches_numpy(pynative, num_labels, target):
     rng = np.random.RandomState(0)
     student, teacher = _pair(rng, num_labels)
-    dcfg = DistillConfig(hidden_weight=1.0, attention_weight=0.5, pred_weight=2.0, regression_target=target)
+    dcfg = DistillConfig(hidden_weight=1.0, attention_weight=0.5, pred_weight=2.0, label_weight=0.7,
+                         regression_target=target)
     ids, mask, seg = tiny_batch(rng)
     labels = rng.rand(3).astype(np.float32) * 5 if num_labels == 1 else rng.randint(0, 2, 3).astype(np.int32)
-    got = DistillLoss(student, teacher, dcfg)(T(ids), T(mask), T(seg), T(labels)).asnumpy()
+    loss = DistillLoss(student, teacher, dcfg)
+    got = loss(T(ids), T(mask), T(seg), T(labels)).asnumpy()
     expect, parts = _np_loss(_outs(student, ids, mask, seg), _outs(teacher, ids, mask, seg), labels, dcfg,
                              [0, 1, 2], [0, 1], num_labels == 1)
     assert min(parts) > 1e-4  # every term contributes
     np.testing.assert_allclose(got, expect, rtol=2e-5)
+    # the terms the training log reports: each unweighted term, in order
+    loss.return_terms = True
+    total, terms = loss(T(ids), T(mask), T(seg), T(labels))
+    assert loss.terms == ("hidden", "attention", "pred", "gold")
+    np.testing.assert_allclose(total.asnumpy(), expect, rtol=2e-5)
+    np.testing.assert_allclose(terms.asnumpy(), parts, rtol=1e-4)  # fp32 log-softmax: ~3e-5 apart
 
 
 def test_attention_term_ignores_padded_entries(pynative):
@@ -138,7 +150,7 @@ def _train(quant, steps, lr=5e-3, seed=3, num_labels=1, adam_eps=1e-6):
     ids, mask, seg = tiny_batch(rng, b=4, s=12)
     y = rng.rand(4).astype(np.float32)
     before = {n: p.asnumpy().copy() for n, p in teacher.parameters_and_names()}
-    losses = [float(step(T(ids), T(mask), T(seg), T(y)).asnumpy()) for _ in range(steps)]
+    losses = [float(step(T(ids), T(mask), T(seg), T(y))[0].asnumpy()) for _ in range(steps)]
     return losses, before, teacher, student, opt
 
 
@@ -185,7 +197,7 @@ def _two_length_losses(step, rng, regression=True):
     losses = {8: [], 16: []}
     for _ in range(12):
         for s, batch in ((8, short), (16, long_)):
-            losses[s].append(float(step(*(T(x) for x in batch), y).asnumpy()))
+            losses[s].append(float(step(*(T(x) for x in batch), y)[0].asnumpy()))
     return losses
 
 

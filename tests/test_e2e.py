@@ -44,6 +44,12 @@ def test_import_finetune_distil_eval_export(work):
         "--max_steps", "4", "--eval_step", "2", "--learning_rate", "1e-4")
     hist = json.load(open(d / "student" / "metrics.json"))
     assert [r["step"] for r in hist] == [2, 4] and all(np.isfinite(r["pearson"]) for r in hist)
+    # per-term losses: the default weights are 1 (hidden, attention, pred), so the mean loss is their sum
+    for r in hist:
+        assert sorted(r["train_terms"]) == ["attention", "hidden", "pred"]
+        assert r["train_loss"] == pytest.approx(sum(r["train_terms"].values()), rel=1e-5)
+    log = open(d / "student" / "train.log").read()
+    assert "(hidden " in log and " attention " in log and " pred " in log
     student_cfg = json.load(open(d / "student" / "best.json"))
     assert student_cfg["quant"]["weight_bits"] == 2 and student_cfg["train"]["max_seq_length"] == 32
 
