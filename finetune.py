@@ -50,7 +50,7 @@ def main(argv=None):
 
     # optimizer and train cell
     steps = total_steps(args.data_dir, tcfg, group)
-    cell = TrainOneStep(TaskLoss(net), build_optimizer(net, tcfg, steps), tcfg.clip_norm)
+    cell = TrainOneStep(TaskLoss(net), build_optimizer(net, tcfg, steps), tcfg.clip_norm, tcfg=tcfg)
     logger.info("fine-tuning %s from %s, %d steps", args.task_name, args.model, steps)
 
     # loop

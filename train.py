@@ -64,7 +64,7 @@ def main(argv=None):
     # optimizer and train cell
     steps = total_steps(args.data_dir, tcfg, group)
     opt = build_optimizer(student, tcfg, steps, qcfg)
-    cell = TrainOneStep(DistillLoss(student, teacher, dcfg), opt, tcfg.clip_norm, student, qcfg)
+    cell = TrainOneStep(DistillLoss(student, teacher, dcfg), opt, tcfg.clip_norm, student, qcfg, tcfg)
     logger.info("distilling %s: student %s (%s), teacher %s, %d steps", args.task_name, qcfg.name,
                 qcfg.ternarizer, args.teacher_model, steps)
 

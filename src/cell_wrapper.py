@@ -20,7 +20,7 @@ from mindspore import nn, ops
 from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 
 from .config import DistillConfig, QuantConfig, TrainConfig
-from .tinybert_model import QuantDense, QuantEmbedding
+from .tinybert_model import QuantDense, QuantEmbedding, set_compute_dtype
 from .quant import ActQuant
 
 
@@ -219,15 +219,27 @@ class TrainOneStep(nn.TrainOneStepCell):
 
     Gradients reach the latent full-precision weights through the STE bprops of the
     quantizers. In DATA_PARALLEL mode the parent's grad_reducer averages them across ranks.
-    Returns (loss, terms): the loss cell's named terms (``loss_net.terms``), unweighted, for the log.
+    ``tcfg`` with compute_type fp16: the loss network's matrix products run in float16
+    (``set_compute_dtype``) under a dynamic loss scale: the gradients of the scaled loss are
+    unscaled, and a step whose gradients overflow is skipped (no update) and halves the scale;
+    ``loss_scale_window`` clean steps double it. The scale lives in the cell (saved with the
+    training state). Returns (loss, terms, overflow): the loss cell's named terms
+    (``loss_net.terms``), unweighted, and whether the step was skipped.
     """
 
     def __init__(self, loss_net: nn.Cell, optimizer: nn.Optimizer, clip_norm: float,
-                 student: nn.Cell = None, qcfg: QuantConfig = None):
+                 student: nn.Cell = None, qcfg: QuantConfig = None, tcfg: TrainConfig = None):
         loss_net.return_terms = True  # before the parent wraps it
         super().__init__(loss_net, optimizer)
         self.terms = loss_net.terms
         self.clip_norm = float(clip_norm)
+        self.scaled = tcfg is not None and tcfg.compute_type == "fp16"
+        if self.scaled:
+            set_compute_dtype(loss_net, ms.float16)
+            self.loss_scale = ms.Parameter(ms.Tensor(tcfg.loss_scale, ms.float32), name="loss_scale",
+                                           requires_grad=False)
+            self.clean_steps = ms.Parameter(ms.Tensor(0, ms.int32), name="clean_steps", requires_grad=False)
+            self.scale_window = int(tcfg.loss_scale_window)
         lat_d, lat_v = [], []
         if student is not None and qcfg is not None and qcfg.ternarizer == "lat":
             v_by_param = {id(p): v for p, v in zip(optimizer.parameters, optimizer.moments2)}
@@ -241,14 +253,33 @@ class TrainOneStep(nn.TrainOneStepCell):
 
     def construct(self, *inputs):
         loss, terms = self.network(*inputs)
+        scale = self.loss_scale * 1.0 if self.scaled else ops.fill(loss.dtype, (), self.sens)
         # the terms are reported, not trained: their sensitivity is zero
-        sens = (ops.fill(loss.dtype, loss.shape, self.sens), ops.zeros_like(terms))
+        sens = (ops.fill(loss.dtype, loss.shape, 1.0) * scale, ops.zeros_like(terms))
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         grads = self.grad_reducer(grads)
+        overflow = ops.zeros((), ms.bool_)
+        if self.scaled:
+            inv = 1.0 / scale
+            grads = tuple(g * inv for g in grads)
+            overflow = ops.logical_not(ops.stack([ops.isfinite(g).all() for g in grads]).all())
+            overflow = ops.depend(overflow, self._update_scale(scale, overflow))
         grads = ops.clip_by_global_norm(grads, self.clip_norm)
-        loss = ops.depend(loss, self.optimizer(grads))
+        if self.scaled:
+            if not overflow:
+                loss = ops.depend(loss, self.optimizer(grads))
+        else:
+            loss = ops.depend(loss, self.optimizer(grads))
         if self.lat_d is not None:
             for i in range(len(self.lat_d)):
                 loss = ops.depend(loss, ops.assign(self.lat_d[i],
                                                    ops.sqrt(self.lat_v[i]) + self.lat_eps))
-        return loss, terms
+        return loss, terms, overflow
+
+    def _update_scale(self, scale, overflow):
+        """overflow: scale / 2 (at least 1); else one more clean step, and x 2 after the window."""
+        clean = ops.select(overflow, ops.zeros_like(self.clean_steps), self.clean_steps + 1)
+        grow = clean >= self.scale_window
+        new = ops.select(overflow, ops.maximum(scale * 0.5, 1.0), ops.select(grow, scale * 2.0, scale))
+        clean = ops.select(grow, ops.zeros_like(clean), clean)
+        return ops.depend(ops.assign(self.loss_scale, new), ops.assign(self.clean_steps, clean))

@@ -114,6 +114,12 @@ def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: flo
     ap.add_argument("--save_ckpt_step", type=non_negative_int, default=0,
                     help="every N steps: OUT/ckpt/step-N.ckpt and the training state (0: only at evaluations)")
     ap.add_argument("--max_ckpt_num", type=positive_int, default=5, help="keep the newest N of those checkpoints")
+    ap.add_argument("--compute_type", default="fp32", choices=["fp32", "fp16"],
+                    help="fp16: matrix products in float16 under a dynamic loss scale (GPU/Ascend; runs, "
+                         "slowly, on CPU); quantizers, LayerNorm, softmax and losses stay fp32")
+    ap.add_argument("--loss_scale_value", type=float, default=65536.0, help="fp16: initial loss scale")
+    ap.add_argument("--scale_window", type=positive_int, default=1000,
+                    help="fp16: steps without overflow before the loss scale doubles")
     ap.add_argument("--resume", action="store_true", help="continue the run in --output_dir")
     ap.add_argument("--stop_after", type=non_negative_int, default=0,
                     help="stop after N steps as if interrupted (to exercise --resume)")
@@ -180,7 +186,9 @@ def train_config(args, max_seq_length: int) -> TrainConfig:
                        warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
                        seed=args.seed, eval_steps=args.eval_step, max_seq_length=max_seq_length,
                        max_steps=args.max_steps, bucket_width=args.bucket_width,
-                       save_ckpt_steps=args.save_ckpt_step, keep_ckpt_max=args.max_ckpt_num)
+                       save_ckpt_steps=args.save_ckpt_step, keep_ckpt_max=args.max_ckpt_num,
+                       compute_type=args.compute_type, loss_scale=args.loss_scale_value,
+                       loss_scale_window=args.scale_window)
 
 
 def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size", "stop_after",

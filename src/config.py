@@ -210,6 +210,9 @@ class DistillConfig:
         _check(p, "DistillConfig")
 
 
+COMPUTE_TYPES = ("fp32", "fp16")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation schedule (AdamW, linear warm-up then linear decay)."""
@@ -231,9 +234,19 @@ class TrainConfig:
     # and the training state is saved, so an interruption loses at most N steps
     save_ckpt_steps: int = 0
     keep_ckpt_max: int = 5
+    # fp16: the matrix products of training (student and teacher) run in float16 with a dynamic
+    # loss scale; quantizers, LayerNorm, softmax, losses and the optimizer stay float32
+    compute_type: str = "fp32"
+    loss_scale: float = 65536.0    # fp16: initial loss scale (halved at every overflow, the step skipped)
+    loss_scale_window: int = 1000  # fp16: steps without overflow before the scale doubles
 
     def __post_init__(self):
         p = []
+        if self.compute_type not in COMPUTE_TYPES:
+            p.append(f"compute_type must be one of {', '.join(COMPUTE_TYPES)}, got {self.compute_type!r}")
+        if not self.loss_scale >= 1 or self.loss_scale_window < 1:
+            p.append(f"loss_scale must be >= 1 and loss_scale_window >= 1, got {self.loss_scale} and "
+                     f"{self.loss_scale_window}")
         if not self.learning_rate > 0:
             p.append(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.epochs > 0:

@@ -67,6 +67,23 @@ def gelu(x):
     return x * (0.5 + 0.5 * ops.erf(x * 0.7071067811865476))
 
 
+def _matmul(op, a, b, dtype):
+    """op(a, b) with both operands in ``dtype`` (training's compute type) and a float32 result;
+    float32: the plain product, no cast."""
+    if dtype == ms.float32:
+        return op(a, b)
+    return op(a.astype(dtype), b.astype(dtype)).astype(ms.float32)
+
+
+def set_compute_dtype(net: nn.Cell, dtype) -> nn.Cell:
+    """Run the matrix products of ``net`` (its dense layers and attention) in ``dtype``; the
+    quantizers, LayerNorm, softmax and everything else stay float32. Chosen by cell type."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, (QuantDense, BertSelfAttention)):
+            cell.compute_dtype = dtype
+    return net
+
+
 class QuantDense(nn.Cell):
     """y = q_a(x) @ q_w(W)^T + b. Weight [out, in] as nn.Dense / torch.nn.Linear store it."""
 
@@ -90,6 +107,7 @@ class QuantDense(nn.Cell):
         else:
             self.no_d = ms.Tensor(0.0, ms.float32)
         self.matmul = ops.MatMul(transpose_b=True)
+        self.compute_dtype = ms.float32  # set_compute_dtype
 
     def quantized_weight(self):
         """The weight the forward pass uses ([out, in])."""
@@ -102,7 +120,7 @@ class QuantDense(nn.Cell):
         if self.aq is not None:
             x = self.aq(x)
         lead = x.shape[:-1]
-        y = self.matmul(x.reshape(-1, self.in_features), self.quantized_weight())
+        y = _matmul(self.matmul, x.reshape(-1, self.in_features), self.quantized_weight(), self.compute_dtype)
         y = ops.bias_add(y, self.bias)
         return y.reshape(lead + (self.out_features,))
 
@@ -195,6 +213,7 @@ class BertSelfAttention(nn.Cell):
         self.k_quant = make_act_quant(qcfg)
         self.p_quant = make_act_quant(qcfg, bounded=True)
         self.v_quant = make_act_quant(qcfg)
+        self.compute_dtype = ms.float32  # set_compute_dtype
 
     def _heads(self, x):
         # [B, S, H] -> [B, nh, S, hd]
@@ -212,14 +231,14 @@ class BertSelfAttention(nn.Cell):
             k = self.k_quant(k)
         # Scale q [B, nh, S, hd] rather than the scores [B, nh, S, S] (4x fewer elements at
         # S = 128); the batched matmul reads k transposed, with no transposed copy of it.
-        scores = self.qk(q * self.inv_sqrt_hd, k) + mask_add
+        scores = _matmul(self.qk, q * self.inv_sqrt_hd, k, self.compute_dtype) + mask_add
         probs = ops.softmax(scores, axis=-1)
         if self.dropout is not None:
             probs = self.dropout(probs)
         if self.p_quant is not None:
             probs = self.p_quant(probs)
             v = self.v_quant(v)
-        ctx = ops.matmul(probs, v)  # [B, nh, S, hd]
+        ctx = _matmul(ops.matmul, probs, v, self.compute_dtype)  # [B, nh, S, hd]
         b, _, s, _ = ctx.shape
         ctx = ctx.transpose(0, 2, 1, 3).reshape(b, s, self.nh * self.hd)
         return ctx, scores

@@ -207,8 +207,11 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
             data = data.skip(skip)
         for batch in data.create_tuple_iterator(num_epochs=1):
             t0 = time.perf_counter()
-            loss, terms = spec.train_cell(*batch)
+            loss, terms, overflow = spec.train_cell(*batch)
             loss = float(loss.asnumpy())
+            if bool(overflow.asnumpy()):  # fp16: the step was not applied
+                logger.warning("step %d: the fp16 gradients overflowed; step skipped, loss scale now %g",
+                               step + 1, float(spec.train_cell.loss_scale.asnumpy()))
             train_time += time.perf_counter() - t0
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at step {step + 1}; lower the learning "

@@ -9,7 +9,8 @@ from src import cli
 @pytest.mark.parametrize("flag,value", [("--train_batch_size", "0"), ("--train_batch_size", "-3"),
                                         ("--eval_batch_size", "0"), ("--max_steps", "-1"),
                                         ("--eval_step", "-5"), ("--bucket_width", "-16"),
-                                        ("--save_ckpt_step", "-1"), ("--max_ckpt_num", "0")])
+                                        ("--save_ckpt_step", "-1"), ("--max_ckpt_num", "0"),
+                                        ("--scale_window", "0"), ("--compute_type", "bf16")])
 def test_zero_or_negative_sizes_are_refused_by_the_parser(flag, value, capsys):
     import train
     argv = ["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d", "--output_dir", "o", flag, value]
@@ -63,3 +64,13 @@ def test_a_run_folder_means_its_best_checkpoint_any_other_folder_is_refused(tmp_
     with pytest.raises(SystemExit):
         train.parse_args(common + ["--teacher_model", str(empty)])
     assert "without best.ckpt" in capsys.readouterr().err
+
+
+def test_mixed_precision_flags_reach_the_train_config():
+    import train
+    args = train.parse_args(["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d", "--output_dir", "o",
+                             "--compute_type", "fp16", "--loss_scale_value", "1024", "--scale_window", "10"])
+    t = cli.train_config(args, 128)
+    assert (t.compute_type, t.loss_scale, t.loss_scale_window) == ("fp16", 1024.0, 10)
+    assert cli.train_config(train.parse_args(["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d",
+                                              "--output_dir", "o"]), 128).compute_type == "fp32"

@@ -243,3 +243,51 @@ def test_mindspore_still_fails_open_length_single_network_graph(graph):
     ids, mask, seg = tiny_batch(rng, b=4, s=8)
     with pytest.raises(RuntimeError, match="manager"):
         step(T(ids), T(mask), T(seg), T(np.array([0, 1, 1, 0], np.int32)))
+
+
+def _fp16_pair_step(tcfg, seed=8):
+    rng = np.random.RandomState(seed)
+    student, teacher = _pair(rng, num_labels=1, quant=QuantConfig())
+    step = TrainOneStep(DistillLoss(student, teacher, DistillConfig()), build_optimizer(student, tcfg, 1000), 1.0,
+                        student, QuantConfig(), tcfg)
+    step.set_train(True)
+    ids, mask, seg = tiny_batch(rng, b=4, s=12)
+    return step, student, [T(ids), T(mask), T(seg), T(rng.rand(4).astype(np.float32))]
+
+
+def test_fp16_steps_track_fp32_and_an_overflowing_step_is_skipped(graph):
+    """--compute_type fp16: the same steps as fp32 to fp16 precision; a loss scale that overflows
+    float16 skips the step (no parameter moves) and halves the scale; a clean window doubles it."""
+    base = dict(learning_rate=5e-3, warmup_ratio=0.0, weight_decay=0.0)
+    runs = {}
+    for ct in ("fp32", "fp16"):
+        step, _, batch = _fp16_pair_step(TrainConfig(compute_type=ct, loss_scale=1024.0, **base))
+        runs[ct] = [step(*batch) for _ in range(6)]
+    l32 = np.array([float(r[0].asnumpy()) for r in runs["fp32"]])
+    l16 = np.array([float(r[0].asnumpy()) for r in runs["fp16"]])
+    assert not any(bool(r[2].asnumpy()) for r in runs["fp16"])
+    # the first loss (same weights) to float16 precision; later steps follow a 2-2-8 trajectory whose
+    # ternary and 8-bit roundings can flip on float16-sized differences: close, not equal
+    np.testing.assert_allclose(l16[0], l32[0], rtol=1e-3)
+    np.testing.assert_allclose(l16, l32, rtol=0.1)
+    assert l16[-1] < 0.7 * l16[0] and l32[-1] < 0.7 * l32[0]
+
+    # 2^40 overflows float16 (max 65504) in the backward pass: skipped, scale halved, nothing moved
+    step, student, batch = _fp16_pair_step(TrainConfig(compute_type="fp16", loss_scale=2.0 ** 40,
+                                                       loss_scale_window=2, **base))
+    before = {n: p.asnumpy().copy() for n, p in student.parameters_and_names()}
+    loss, _, overflow = step(*batch)
+    assert bool(overflow.asnumpy()) and np.isfinite(loss.asnumpy())
+    assert float(step.loss_scale.asnumpy()) == 2.0 ** 39
+    for n, p in student.parameters_and_names():
+        np.testing.assert_array_equal(p.asnumpy(), before[n], err_msg=n)
+    # scale down until the steps are clean (2^40 -> ~2^11 here), then 2 clean steps double it
+    scales = []
+    for _ in range(40):
+        _, _, overflow = step(*batch)
+        scales.append((bool(overflow.asnumpy()), float(step.loss_scale.asnumpy())))
+    first_clean = next(i for i, (o, _) in enumerate(scales) if not o)
+    assert all(o for o, _ in scales[:first_clean]) and not scales[first_clean + 1][0]
+    assert scales[first_clean + 1][1] == 2 * scales[first_clean - 1][1]  # doubled after the 2-step window
+    moved = any(not np.array_equal(p.asnumpy(), before[n]) for n, p in student.parameters_and_names())
+    assert moved

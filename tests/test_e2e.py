@@ -153,3 +153,24 @@ def test_periodic_checkpoints_rotate_and_resume_exactly(work):
     ha, hb = json.load(open(d / "a" / "metrics.json")), json.load(open(d / "b" / "metrics.json"))
     assert [r["step"] for r in ha] == [r["step"] for r in hb] == [2, 4]
     assert [r["pearson"] for r in ha] == pytest.approx([r["pearson"] for r in hb], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_fp16_distillation_runs_and_keeps_its_loss_scale_in_the_training_state(work):
+    """--compute_type fp16 through train.py: a loss scale that overflows float16 is halved at each
+    skipped step (logged), the run goes on, and the scale is part of the state --resume reads."""
+    d = work / "fp16"
+    run("train.py", "--task_name", "sts-b", "--data_dir", str(work / "data"), "--train_batch_size", "16",
+        "--teacher_model", str(work / "bb" / "bb.ckpt"), "--max_steps", "4", "--eval_step", "4",
+        "--learning_rate", "1e-4", "--compute_type", "fp16", "--loss_scale_value", str(2.0 ** 40),
+        "--output_dir", str(d))
+    log = open(d / "train.log").read()
+    skipped = log.count("step skipped")
+    assert 1 <= skipped <= 4, log
+    hist = json.load(open(d / "metrics.json"))
+    assert np.isfinite(hist[-1]["pearson"]) and np.isfinite(hist[-1]["train_loss"])
+    assert json.load(open(d / "best.json"))["train"]["compute_type"] == "fp16"
+    from src.checkpoint import read_checkpoint
+    state = read_checkpoint(str(d / "train_state.ckpt"))
+    scale = [v for k, v in state.items() if k.endswith("loss_scale")]
+    assert len(scale) == 1 and float(scale[0]) == 2.0 ** (40 - skipped)

@@ -1,0 +1,107 @@
+"""Peak resident memory of a distillation, evaluations included: runs train.py as a user would and
+samples its memory every half second (benchmarks/results/memory.json).
+
+    python benchmarks/bench_memory.py --teacher_model T.ckpt --data_dir D --name sts-b-default \
+        -- --task_name sts-b --max_steps 40 --eval_step 20
+    python benchmarks/bench_memory.py ... --name sts-b-lat-buckets -- --task_name sts-b --ternarizer lat \
+        --bucket_width 16 --token_mean --max_steps 120 --eval_step 40
+
+Everything after ``--`` goes to train.py unchanged. The row keeps the peak (VmHWM of the train.py
+process), the resident memory at every evaluation (from train.log's timestamps) and the
+largest resident memory seen while training between them, so that one sees which phase holds
+the memory. Short runs (--max_steps) with two or more evaluations reach the same plateau as a
+full run: the graphs and pools are all built by the second evaluation (compare with a full run
+once). Rows are appended to the results file, keyed by --name (a new measurement replaces it).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, provenance  # noqa: E402
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def measure(train_args, out_dir: str, interval: float = 0.5) -> dict:
+    """Run train.py with ``train_args`` into ``out_dir``; returns the memory trace summary."""
+    log_path = os.path.join(out_dir, "stdout.log")
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *train_args, "--output_dir", os.path.join(out_dir, "run"),
+           "--overwrite"]
+    samples = []  # (seconds since start, RSS MB)
+    peak_kb = 0
+    t0 = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, GLOG_v="3"))
+        while proc.poll() is None:
+            rss = _status_kb(proc.pid, "VmRSS")
+            peak_kb = max(peak_kb, _status_kb(proc.pid, "VmHWM"))
+            samples.append((time.time() - t0, rss / 1024))
+            time.sleep(interval)
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            raise RuntimeError(f"train.py failed ({proc.returncode}):\n{f.read()[-3000:]}")
+    # the evaluations' times from the log: "... INFO eval step N: ..."
+    evals = []
+    with open(log_path) as f:
+        for line in f:
+            if " INFO eval step " in line:
+                stamp = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+                evals.append((int(line.split(" eval step ")[1].split(":")[0]), stamp - t0))
+    at_eval = []
+    for step, when in evals:
+        near = [mb for s, mb in samples if abs(s - when) <= 2.0]
+        at_eval.append({"step": step, "rss_MB": round(max(near), 1) if near else None})
+    return {"peak_rss_MB": round(peak_kb / 1024, 1),
+            "max_sampled_rss_MB": round(max((mb for _, mb in samples), default=0.0), 1),
+            "rss_at_evaluations": at_eval, "wall_s": round(time.time() - t0, 1),
+            "trace_MB_every_10s": [round(mb) for s, mb in samples[::max(1, int(10 / interval))]]}
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True, help="row key, e.g. sts-b-default")
+    ap.add_argument("--teacher_model", required=True)
+    ap.add_argument("--data_dir", required=True)
+    ap.add_argument("--work_dir", default=None, help="where the run is written (default: a temporary folder)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "memory.json"))
+    args = ap.parse_args(argv)
+    train_args = ["--teacher_model", args.teacher_model, "--data_dir", args.data_dir, *extra]
+    work = args.work_dir or tempfile.mkdtemp(prefix="bench_memory_")
+    os.makedirs(work, exist_ok=True)
+    result = measure(train_args, work)
+    row = {"name": args.name, "train_args": extra, "date": time.strftime("%Y-%m-%d"), **result, **provenance()}
+    print(json.dumps(row, indent=1))
+    record = {"benchmark": "peak resident memory of train.py (VmHWM), evaluations included", "rows": []}
+    if os.path.isfile(args.out):
+        with open(args.out) as f:
+            record = json.load(f)
+    record["rows"] = [r for r in record["rows"] if r["name"] != args.name] + [row]
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
