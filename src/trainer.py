@@ -79,12 +79,21 @@ def predict_records(fn, records_dir: str, task: str, batch_size: int, dataset_ty
                     max_seq_length: int = None, split: str = "dev"):
     """(logits [N, num_labels], labels [N]) of ``fn`` over a whole split, no example dropped.
 
-    fn: numpy (input_ids, input_mask, segment_ids) int32 [B, S] -> numpy logits [B, num_labels]."""
+    fn: numpy (input_ids, input_mask, segment_ids) int32 [B, S] -> numpy logits [B, num_labels].
+    The last, shorter batch is filled up to ``batch_size`` with copies of its own rows (their
+    logits dropped): every call has one shape, so a graph-mode network compiles (and holds the
+    memory of) one evaluation graph, not two. Copies leave every per-batch statistic as it
+    was (a max over a batch is the same with rows repeated): the real rows' logits do not change."""
     data = create_dataset(records_dir, split, task, batch_size, dataset_type, training=False,
                           max_seq_length=max_seq_length)
     logits, labels = [], []
     for batch in data.create_dict_iterator(num_epochs=1, output_numpy=True):
-        logits.append(np.asarray(fn(batch["input_ids"], batch["input_mask"], batch["segment_ids"])))
+        cols = [batch["input_ids"], batch["input_mask"], batch["segment_ids"]]  # [b, S] each
+        b = len(cols[0])
+        if b < batch_size:
+            rows = np.arange(batch_size) % b  # [batch_size]: 0..b-1, then again
+            cols = [c[rows] for c in cols]
+        logits.append(np.asarray(fn(*cols))[:b])
         labels.append(batch["label_ids"])
     return np.concatenate(logits), np.concatenate(labels)
 

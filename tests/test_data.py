@@ -292,6 +292,29 @@ def test_mnli_mismatched_is_a_dev_split_evaluated_beside_matched(tmp_path):
     assert "mm_acc" not in split_metrics(always_entailment, str(tmp_path / "rec2"), "mnli", 2, "mindrecord")
 
 
+def test_evaluation_batches_have_one_shape_and_the_same_per_batch_statistics(tmp_path):
+    """predict_records fills the last batch up with copies of its rows: every call has batch_size
+    rows (one compiled graph), and a per-batch statistic (here a max, as the 8-bit activation
+    scale) is the one of the unfilled batch, so no real row's output changes."""
+    from conftest import synthetic_glue
+    from src.trainer import predict_records
+    glue = synthetic_glue(str(tmp_path / "glue"), n_train=8, n_dev=37)
+    convert("sst-2", glue, VOCAB, str(tmp_path / "rec"), 24, splits=("dev",), progress=False)
+    shapes = []
+
+    def fn(ids, mask, seg):  # [B, S] -> [B, 2], depends on the whole batch through its max
+        shapes.append(ids.shape)
+        s = ids.astype(np.float64).sum(1, keepdims=True) / ids.max()
+        return np.concatenate([s, -s], 1)
+    got, labels = predict_records(fn, str(tmp_path / "rec"), "sst-2", 16, "mindrecord")
+    assert shapes == [(16, 24)] * 3 and got.shape == (37, 2) and labels.shape == (37,)
+    raw = [b for b in create_dataset(str(tmp_path / "rec"), "dev", "sst-2", 16).create_dict_iterator(output_numpy=True)]
+    assert [len(b["input_ids"]) for b in raw] == [16, 16, 5]
+    expect = np.concatenate([b["input_ids"].astype(np.float64).sum(1, keepdims=True) / b["input_ids"].max()
+                             for b in raw])  # each batch as it is, the short one unfilled
+    np.testing.assert_array_equal(got[:, :1], expect)
+
+
 def test_cola_without_header_and_mrpc_bom(tmp_path):
     cola = _write(tmp_path / "CoLA" / "dev.tsv", "gj04\t1\t\tThe sailors rode.\ngj04\t0\t*\tRode the.")
     ex = read_examples(str(cola), get_task("cola"))
