@@ -198,7 +198,8 @@ def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
     except Exception as e:  # noqa: BLE001 - MindSpore raises several types for bad files
         raise CheckpointError(f"{path} is truncated, corrupted (CRC mismatch) or not a MindSpore checkpoint "
                               f"({str(e).splitlines()[0][:200]})") from None
-    return {k: v.asnumpy() for k, v in d.items()}
+    # text entries (append_dict strings, e.g. the training loop's position) stay text
+    return {k: v if isinstance(v, str) else v.asnumpy() for k, v in d.items()}
 
 
 def atomic_save_checkpoint(obj, path: str, append_dict: dict = None) -> None:

@@ -186,10 +186,7 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
     eval_every = t.eval_steps or per_epoch
     state = {"step": 0, "best": None, "best_step": None, "history": []}
     if resume:
-        with open(os.path.join(out, "state.json")) as f:
-            state = json.load(f)
-        path = os.path.join(out, "train_state.ckpt")
-        load_into(spec.train_cell, read_checkpoint(path), source=path)
+        state = _load_train_state(spec)
         logger.info("resumed at step %d of %d (best %s)", state["step"], total, state["best"])
     state["total_steps"] = total  # step == total_steps in state.json: the run is complete
     if t.bucket_width and spec.open_length:
@@ -255,15 +252,36 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
     return state
 
 
+_LOOP_STATE = "loop_state"  # the text entry of train_state.ckpt that holds the loop's position
+
+
 def _save_train_state(spec: LoopSpec, state: dict, step: int) -> None:
     """What --resume reads: the train cell's parameters (network, optimizer moments, quantizer
-    state), then the position in state.json."""
+    state, loss scale) and the loop's position, in ONE file replaced atomically, so a crash can
+    never pair new weights with an old position; state.json is a readable copy of the position."""
     out = spec.output_dir
     state["step"] = step
     # names by path inside the train cell: stable however often the network is wrapped
     atomic_save_checkpoint([{"name": n, "data": p} for n, p in named_params(spec.train_cell).items()],
-                           os.path.join(out, "train_state.ckpt"))
+                           os.path.join(out, "train_state.ckpt"), append_dict={_LOOP_STATE: json.dumps(state)})
     _write_json(os.path.join(out, "state.json"), state)
+
+
+def _load_train_state(spec: LoopSpec) -> dict:
+    """Load train_state.ckpt into the train cell; returns the loop position saved with it (runs
+    saved before the position was inside the checkpoint: state.json)."""
+    path = os.path.join(spec.output_dir, "train_state.ckpt")
+    params = read_checkpoint(path)
+    saved = params.pop(_LOOP_STATE, None)
+    with open(os.path.join(spec.output_dir, "state.json")) as f:
+        listed = json.load(f)
+    state = json.loads(saved) if saved is not None else listed
+    if listed.get("step") != state["step"]:
+        logger.warning("state.json (step %s) is not the position saved with %s (step %s): a save was "
+                       "interrupted between the two; resuming from step %s", listed.get("step"), path,
+                       state["step"], state["step"])
+    load_into(spec.train_cell, params, source=path)
+    return state
 
 
 def _save_periodic(spec: LoopSpec, state: dict, step: int, save_state: bool) -> None:

@@ -154,6 +154,20 @@ def test_periodic_checkpoints_rotate_and_resume_exactly(work):
     assert [r["step"] for r in ha] == [r["step"] for r in hb] == [2, 4]
     assert [r["pearson"] for r in ha] == pytest.approx([r["pearson"] for r in hb], abs=1e-6)
 
+    # A crash after train_state.ckpt was replaced but before state.json was: the step-3 state with
+    # the step-2 state.json. The position saved inside the checkpoint wins, and the run still ends
+    # where the uninterrupted one ended (resuming at step 2 with step-3 weights would not).
+    run(*common, "--output_dir", str(d / "c"), "--stop_after", "2")
+    stale = open(d / "c" / "state.json").read()
+    run(*common, "--output_dir", str(d / "c"), "--resume", "--stop_after", "3")
+    assert json.load(open(d / "c" / "state.json"))["step"] == 3
+    open(d / "c" / "state.json", "w").write(stale)
+    p = run(*common, "--output_dir", str(d / "c"), "--resume")
+    assert "a save was interrupted" in p.stdout and "resumed at step 3" in p.stdout
+    crashed = read_checkpoint(str(d / "c" / "last.ckpt"))
+    for k in last:
+        np.testing.assert_allclose(crashed[k], last[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
 
 @pytest.mark.slow
 def test_fp16_distillation_runs_and_keeps_its_loss_scale_in_the_training_state(work):
