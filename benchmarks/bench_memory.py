@@ -4,7 +4,8 @@ samples its memory every half second (benchmarks/results/memory.json).
     python benchmarks/bench_memory.py --teacher_model T.ckpt --data_dir D --name sts-b-default \
         -- --task_name sts-b --max_steps 40 --eval_step 20
     python benchmarks/bench_memory.py ... --name sts-b-lat-buckets -- --task_name sts-b --ternarizer lat \
-        --bucket_width 16 --token_mean --max_steps 120 --eval_step 40
+        --bucket_width 16 --token_mean --max_steps 120 --eval_step 60
+    python benchmarks/bench_memory.py --render      # docs/performance.md's table from the results file
 
 Everything after ``--`` goes to train.py unchanged. The row keeps the peak (VmHWM of the train.py
 process), the resident memory at every evaluation (from train.log's timestamps) and the
@@ -72,6 +73,28 @@ def measure(train_args, out_dir: str, interval: float = 0.5) -> dict:
             "trace_MB_every_10s": [round(mb) for s, mb in samples[::max(1, int(10 / interval))]]}
 
 
+def render(record: dict) -> str:
+    """docs/performance.md's table, one line per row of the results file (GiB = 2^30 bytes)."""
+    lines = ["| run | train.py flags | peak RSS | at the evaluations | commit |", "|---|---|---|---|---|"]
+    for r in record["rows"]:
+        at = ", ".join(f"step {e['step']}: {e['rss_MB'] / 1024:.2f}" for e in r["rss_at_evaluations"]
+                       if e["rss_MB"] is not None)
+        lines.append(f"| {r['name']} | `{' '.join(r['train_args'])}` | **{r['peak_rss_MB'] / 1024:.2f} GiB** | "
+                     f"{at} GiB | {r['commit']} |")
+    return "\n".join(lines)
+
+
+def write_table(record: dict) -> None:
+    from bench_inference import replace_between
+    note = ("Command per row: `python benchmarks/bench_memory.py --name RUN --teacher_model $TEACHER --data_dir "
+            "$RECORDS --write_docs -- FLAGS`, with $TEACHER the STS-B teacher (`scripts/import_hf.py --hf_dir "
+            "$TEACHERS_DIR/sts-b`) and $RECORDS STS-B converted at length 128 (the exact commands are in "
+            f"`benchmarks/results/memory.json`); {record['rows'][-1]['machine']}, other work running beside "
+            "(memory does not depend on it).")
+    replace_between(os.path.join(ROOT, "docs", "performance.md"), "<!-- memory:begin -->", "<!-- memory:end -->",
+                    render(record) + "\n\n" + note)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = []
@@ -79,12 +102,20 @@ def main(argv=None):
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--name", required=True, help="row key, e.g. sts-b-default")
-    ap.add_argument("--teacher_model", required=True)
-    ap.add_argument("--data_dir", required=True)
+    ap.add_argument("--name", help="row key, e.g. sts-b-default")
+    ap.add_argument("--teacher_model")
+    ap.add_argument("--data_dir")
     ap.add_argument("--work_dir", default=None, help="where the run is written (default: a temporary folder)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "memory.json"))
+    ap.add_argument("--write_docs", action="store_true", help="put the table into docs/performance.md")
+    ap.add_argument("--render", action="store_true", help="only rewrite the docs table from --out")
     args = ap.parse_args(argv)
+    if args.render:
+        with open(args.out) as f:
+            write_table(json.load(f))
+        return
+    if not (args.name and args.teacher_model and args.data_dir):
+        ap.error("--name, --teacher_model and --data_dir are required (or --render)")
     train_args = ["--teacher_model", args.teacher_model, "--data_dir", args.data_dir, *extra]
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_memory_")
     os.makedirs(work, exist_ok=True)
@@ -101,6 +132,8 @@ def main(argv=None):
         json.dump(record, f, indent=2)
     os.replace(tmp, args.out)
     print(f"wrote {args.out}")
+    if args.write_docs:
+        write_table(record)
 
 
 if __name__ == "__main__":
