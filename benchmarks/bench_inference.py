@@ -68,13 +68,10 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: Linux carries
     ru_maxrss across fork and exec, so a worker started by a large parent would report the
     parent's size."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
+    from common import proc_status_mb
+    peak = proc_status_mb("VmHWM")
+    if peak:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
@@ -121,6 +118,14 @@ def worker(path: str, calls: int, inputs) -> dict:
 # ------------------------------------------------------------------------------------------
 # Building the artifacts
 # ------------------------------------------------------------------------------------------
+def _copy_shared(src, dst) -> None:
+    """Copy every parameter of ``src`` that ``dst`` has by name (dst's own extras keep their init)."""
+    weights = dict(src.parameters_and_names())
+    for n, p in dst.parameters_and_names():
+        if n in weights:
+            p.set_data(weights[n].data.copy())
+
+
 def build(model_name: str, folder: str, teacher: str = None, student: str = None) -> dict:
     """Write the five artifacts of one model shape into folder; returns what they were made from."""
     import numpy as np
@@ -146,18 +151,12 @@ def build(model_name: str, folder: str, teacher: str = None, student: str = None
         trun = RunConfig(task="sst-2", model=cfg, quant=QuantConfig.full_precision())
         srun = RunConfig(task="sst-2", model=cfg, quant=QuantConfig())
         snet = BertForSequenceClassification(cfg, srun.quant)
-        src = dict(tnet.parameters_and_names())
-        for n, p in snet.parameters_and_names():
-            if n in src:
-                p.set_data(src[n].data.copy())
+        _copy_shared(tnet, snet)
         source = {"weights": "random N(0, 0.05)"}
     # the student's weights in a network with fixed (learned) activation ranges, at their initial values
     lrun = dataclasses.replace(srun, quant=dataclasses.replace(srun.quant, act_mode="learned"))
     lnet = BertForSequenceClassification(lrun.model, lrun.quant)
-    weights = dict(snet.parameters_and_names())
-    for n, p in lnet.parameters_and_names():
-        if n in weights:
-            p.set_data(weights[n].data.copy())
+    _copy_shared(snet, lnet)
     tnet.set_train(False)
     snet.set_train(False)
     lnet.set_train(False)

@@ -23,18 +23,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, provenance  # noqa: E402
+from common import ROOT, proc_status_mb, provenance  # noqa: E402
 
-
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+sys.path.insert(0, ROOT)
 
 
 def measure(train_args, out_dir: str, interval: float = 0.5) -> dict:
@@ -42,16 +33,15 @@ def measure(train_args, out_dir: str, interval: float = 0.5) -> dict:
     log_path = os.path.join(out_dir, "stdout.log")
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), *train_args, "--output_dir", os.path.join(out_dir, "run"),
            "--overwrite"]
-    samples = []  # (seconds since start, RSS MB)
-    peak_kb = 0
+    samples = []  # (seconds since start, RSS MiB)
+    peak = 0.0
     t0 = time.time()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env=dict(os.environ, GLOG_v="3"))
         while proc.poll() is None:
-            rss = _status_kb(proc.pid, "VmRSS")
-            peak_kb = max(peak_kb, _status_kb(proc.pid, "VmHWM"))
-            samples.append((time.time() - t0, rss / 1024))
+            peak = max(peak, proc_status_mb("VmHWM", proc.pid))
+            samples.append((time.time() - t0, proc_status_mb("VmRSS", proc.pid)))
             time.sleep(interval)
     if proc.returncode != 0:
         with open(log_path) as f:
@@ -67,7 +57,7 @@ def measure(train_args, out_dir: str, interval: float = 0.5) -> dict:
     for step, when in evals:
         near = [mb for s, mb in samples if abs(s - when) <= 2.0]
         at_eval.append({"step": step, "rss_MB": round(max(near), 1) if near else None})
-    return {"peak_rss_MB": round(peak_kb / 1024, 1),
+    return {"peak_rss_MB": round(peak, 1),
             "max_sampled_rss_MB": round(max((mb for _, mb in samples), default=0.0), 1),
             "rss_at_evaluations": at_eval, "wall_s": round(time.time() - t0, 1),
             "trace_MB_every_10s": [round(mb) for s, mb in samples[::max(1, int(10 / interval))]]}
@@ -127,10 +117,8 @@ def main(argv=None):
         with open(args.out) as f:
             record = json.load(f)
     record["rows"] = [r for r in record["rows"] if r["name"] != args.name] + [row]
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, args.out)
+    from src.config import atomic_write_text
+    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
     if args.write_docs:
         write_table(record)

@@ -27,3 +27,16 @@ def write_result(path: str, record: dict) -> None:
     with open(path, "w") as f:
         json.dump({**record, **provenance()}, f, indent=2)
     print(f"wrote {path}")
+
+
+def proc_status_mb(key: str, pid="self") -> float:
+    """A memory line of /proc/<pid>/status (VmHWM: peak resident, VmRSS: resident) in MiB; 0.0
+    when it cannot be read (the process has ended, or not Linux)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return 0.0

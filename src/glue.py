@@ -65,7 +65,9 @@ def split_file(data_dir: str, spec: TaskSpec, split: str) -> str:
         raise ValueError(f"unknown split {split!r} for {spec.name}; expected one of {', '.join(spec.split_files)}")
     path = os.path.join(task_dir(data_dir, spec), name)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{split} file {path} does not exist")
+        skip = (f"; to convert without it, pass --splits {' '.join(k for k in spec.split_files if k != split)}"
+                if split not in ("train", "dev") else "")
+        raise FileNotFoundError(f"{split} file {path} does not exist{skip}")
     return path
 
 

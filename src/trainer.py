@@ -3,12 +3,12 @@
 Output folder of a run:
   best.ckpt / best.json     the network with the best selection metric so far (+ its config)
   last.ckpt / last.json     the network at the last evaluation (+ its config)
-  train_state.ckpt          the whole train cell (network, optimizer moments, step) at the last
-                            evaluation, and state.json with where the data loop stood
+  train_state.ckpt          the whole train cell (network, optimizer moments, loss scale) at the
+                            last save, with the data loop's position inside; state.json a copy of it
   metrics.json              every evaluation: step, epoch, metrics, loss and its unweighted
                             terms (train_terms), samples/s
   run.json                  the command-line identity of the run (refuses a different run)
-All files are written atomically. ``--resume`` reloads last.ckpt + state.json and continues
+All files are written atomically. ``--resume`` reloads train_state.ckpt and continues
 with the same data order, so an interrupted run ends where an uninterrupted one would.
 """
 from __future__ import annotations
@@ -103,10 +103,14 @@ def split_metrics(fn, records_dir: str, task: str, batch_size: int, dataset_type
     """Metrics of ``fn`` (as for predict_records) on a whole split. On ``dev`` the task's further
     dev sets held by the records are evaluated too, their metrics prefixed (MNLI mismatched:
     ``mm_acc``, ``mm_examples``); ``select`` stays dev's."""
+    held = load_meta(records_dir)["splits"]
+    if split not in held:
+        hint = ("dev_mm is MNLI's mismatched set (--task_name mnli)" if split == "dev_mm" else
+                f"convert it with scripts/convert_glue.py --splits {split}")
+        raise ValueError(f"{records_dir} holds no {split} split (it holds {', '.join(held)}); {hint}")
     metrics = compute_metrics(task, *predict_records(fn, records_dir, task, batch_size, dataset_type,
                                                      max_seq_length, split))
     if split == "dev":
-        held = load_meta(records_dir)["splits"]
         for extra, _ in get_task(task).extra_dev:
             if extra in held:
                 more = compute_metrics(task, *predict_records(fn, records_dir, task, batch_size, dataset_type,
@@ -273,10 +277,15 @@ def _load_train_state(spec: LoopSpec) -> dict:
     path = os.path.join(spec.output_dir, "train_state.ckpt")
     params = read_checkpoint(path)
     saved = params.pop(_LOOP_STATE, None)
-    with open(os.path.join(spec.output_dir, "state.json")) as f:
-        listed = json.load(f)
+    listed_path = os.path.join(spec.output_dir, "state.json")
+    listed = None
+    if os.path.isfile(listed_path):
+        with open(listed_path) as f:
+            listed = json.load(f)
+    if saved is None and listed is None:
+        raise FileNotFoundError(f"--resume: {path} holds no loop position and {listed_path} does not exist")
     state = json.loads(saved) if saved is not None else listed
-    if listed.get("step") != state["step"]:
+    if listed is not None and listed.get("step") != state["step"]:
         logger.warning("state.json (step %s) is not the position saved with %s (step %s): a save was "
                        "interrupted between the two; resuming from step %s", listed.get("step"), path,
                        state["step"], state["step"])

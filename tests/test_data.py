@@ -285,11 +285,14 @@ def test_mnli_mismatched_is_a_dev_split_evaluated_beside_matched(tmp_path):
     assert alone["acc"] == 3 / 5 and "mm_acc" not in alone
     # without the mismatched file the conversion names it; --splits train dev converts matched only
     os.remove(glue / "MNLI" / "dev_mismatched.tsv")
-    with pytest.raises(FileNotFoundError, match="dev_mismatched.tsv"):
+    with pytest.raises(FileNotFoundError, match="dev_mismatched.tsv does not exist; to convert without it, "
+                                                "pass --splits train dev"):
         convert("mnli", str(glue), VOCAB, str(tmp_path / "rec2"), 16, progress=False)
     convert("mnli", str(glue), VOCAB, str(tmp_path / "rec2"), 16, splits=("train", "dev"), progress=False)
     assert set(split_metrics(always_entailment, str(tmp_path / "rec2"), "mnli", 2, "mindrecord")) >= {"acc"}
     assert "mm_acc" not in split_metrics(always_entailment, str(tmp_path / "rec2"), "mnli", 2, "mindrecord")
+    with pytest.raises(ValueError, match="holds no dev_mm split"):
+        split_metrics(always_entailment, str(tmp_path / "rec2"), "mnli", 2, "mindrecord", split="dev_mm")
 
 
 def test_evaluation_batches_have_one_shape_and_the_same_per_batch_statistics(tmp_path):
