@@ -37,6 +37,9 @@ def parse_args(argv=None):
     ap.add_argument("--onnx_codes", default="base3", choices=["base3", "int8"],
                     help="ternary codes in the ONNX file: base3 (1.6 bits each, expanded when ONNX Runtime "
                          "loads the model) or int8")
+    ap.add_argument("--onnx_ops", default="onnxruntime", choices=["onnxruntime", "standard"],
+                    help="integer layers as ONNX Runtime's fused MatMulIntegerToFloat (default), or as "
+                         "standard ONNX operators only (MatMulInteger, Cast, Mul), for other runtimes")
     ap.add_argument("--batch_size", type=cli.non_negative_int, default=0, help="MINDIR/AIR: 0 = dynamic")
     ap.add_argument("--seq_length", type=cli.non_negative_int, default=0, help="MINDIR/AIR: 0 = dynamic")
     ap.add_argument("--side_dtype", default="fp32", choices=["fp32", "fp16"],
@@ -68,7 +71,8 @@ def main(argv=None):
     vocab = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "vocab.txt")
     written = export_artifacts(net, run, args.output, formats=args.file_format, packed=args.packed,
                                codes=codes, side_dtype=args.side_dtype,
-                               pack_codes=args.onnx_codes == "base3", batch_size=args.batch_size,
+                               pack_codes=args.onnx_codes == "base3", onnx_ops=args.onnx_ops,
+                               batch_size=args.batch_size,
                                seq_length=args.seq_length, vocab_from=vocab)
     for p in written:
         logger.info("wrote %s (%d bytes)", p, os.path.getsize(p))

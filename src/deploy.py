@@ -85,8 +85,8 @@ def export_mindir(frozen, base: str, file_format: str = "MINDIR", batch_size: in
 
 def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"), packed: bool = True,
                      codes: Optional[Dict[str, tuple]] = None, side_dtype: str = "fp32",
-                     pack_codes: bool = True, batch_size: int = 0, seq_length: int = 0,
-                     vocab_from: Optional[str] = None) -> list:
+                     pack_codes: bool = True, onnx_ops: str = "onnxruntime", batch_size: int = 0,
+                     seq_length: int = 0, vocab_from: Optional[str] = None) -> list:
     """Write the deployment files of ``net`` (see the module docstring). Returns their paths.
 
     codes: the (bits, scale, codes) of the quantized weights when they are known already (a .tbq
@@ -104,7 +104,8 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
     for fmt in formats:
         if fmt == "ONNX":
             from .onnx_export import export_onnx
-            written.append(export_onnx(net, run, base + ".onnx", codes=codes, pack_codes=pack_codes))
+            written.append(export_onnx(net, run, base + ".onnx", codes=codes, pack_codes=pack_codes,
+                                       ops=onnx_ops))
         elif fmt in ("MINDIR", "AIR"):
             frozen = freeze(net, run) if trained else net
             written.append(export_mindir(frozen, base, fmt, batch_size, seq_length))

@@ -36,6 +36,10 @@ OPSET = 17
 IR_VERSION = 8  # opset 17's IR version: readable by every ONNX Runtime since 1.13
 FORMAT = "ternarybert-onnx/1"
 ZP = 128  # zero point of the uint8 activations (symmetric ranges)
+MS_DOMAIN = "com.microsoft"  # ONNX Runtime's own operators
+OPS = ("onnxruntime", "standard")
+# erf GELU's minimum is -0.16997 (at x = -0.7518): a bound its outputs never go below
+GELU_MIN = -0.17
 
 _TERNARY_TABLE = ((np.arange(243)[:, None] // np.array([1, 3, 9, 27, 81])[None, :]) % 3 - 1).astype(np.int8)
 
@@ -71,7 +75,7 @@ class _Graph:
         onnx = import_onnx()
         from onnx import helper, numpy_helper
         self.onnx, self.helper, self.numpy_helper = onnx, helper, numpy_helper
-        self.nodes, self.inits, self._n = [], [], 0
+        self.nodes, self.inits, self.value_info, self._n = [], [], [], 0
         self._consts: Dict[Tuple, str] = {}
 
     def name(self, hint: str) -> str:
@@ -148,8 +152,13 @@ def _float_weight(g: _Graph, hint: str, w: np.ndarray, q) -> str:
 # ------------------------------------------------------------------------------------------
 # Activation quantizers (one per ActQuant node of the network)
 # ------------------------------------------------------------------------------------------
-def _act_quant(g: _Graph, x: str, aq) -> _QAct:
-    """The 8-bit codes of ``x`` for an ActQuant node, by the same formula as training."""
+def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
+    """The 8-bit codes of ``x`` for an ActQuant node, by the same formula as training.
+
+    lower: a bound x never goes below (GELU outputs, probabilities), or None. Where the range's
+    lower end -c is at most that bound, clipping x to [-c, c] changes nothing that QuantizeLinear's
+    saturation does not: above c, round(x / s) >= 127 saturates to code 127 = round(c / s). The
+    Clip (a full pass over x) is then left out, with the same codes."""
     from .quant import ActQuant
     assert isinstance(aq, ActQuant)
     fq = aq.fq
@@ -162,8 +171,10 @@ def _act_quant(g: _Graph, x: str, aq) -> _QAct:
             xc = x
             m = g.op("ReduceMax", [x], keepdims=0)
         else:
-            xc = g.op("Clip", [x, g.const(-fq.clip), g.const(fq.clip)])
-            m = g.op("ReduceMax", [g.op("Abs", [xc])], keepdims=0)
+            # max|clip(x)| = min(max|x|, c), as in training
+            m = g.op("Min", [g.op("ReduceMax", [g.op("Abs", [x])], keepdims=0), g.const(fq.clip)])
+            xc = x if lower is not None and lower >= -fq.clip else g.op(
+                "Clip", [x, g.const(-fq.clip), g.const(fq.clip)])
         # No guard against m = 0 (training keeps m >= 1e-30): then x is all zeros and s = 0, and every
         # consumer multiplies the codes by s (DequantizeLinear, MatMulIntegerToFloat): 0, as in training.
         s = g.op("Div", [m, g.const(levels)])
@@ -171,7 +182,7 @@ def _act_quant(g: _Graph, x: str, aq) -> _QAct:
     if aq.mode == "learned":
         a = np.maximum(np.float32(aq.clip.asnumpy().reshape(())), np.float32(1e-3))
         s = g.const(a / np.float32(levels))
-        xc = g.op("Clip", [x, g.const(-a), g.const(a)])
+        xc = x if lower is not None and lower >= -a else g.op("Clip", [x, g.const(-a), g.const(a)])
         return _QAct(g.op("QuantizeLinear", [xc, s, g.const(ZP, u8)]), ZP, s)
     if aq.mode == "asymmetric_ema":
         # q = round((clip(x, lo, hi) - lo) / s) s + lo, s = (hi - lo) / 255: codes 0..255, zero point 0
@@ -190,16 +201,17 @@ def _dequant(g: _Graph, qa: _QAct) -> str:
     return g.op("Add", [x, g.const(qa.lo)]) if qa.lo else x
 
 
-def _fake_quant(g: _Graph, x: str, aq) -> str:
-    return x if aq is None else _dequant(g, _act_quant(g, x, aq))
+def _fake_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> str:
+    return x if aq is None else _dequant(g, _act_quant(g, x, aq, lower))
 
 
 # ------------------------------------------------------------------------------------------
 # Layers
 # ------------------------------------------------------------------------------------------
 class _Writer:
-    def __init__(self, g: _Graph, params: Dict[str, np.ndarray], codes: Dict[str, tuple], pack: bool):
-        self.g, self.params, self.codes, self.pack = g, params, codes, pack
+    def __init__(self, g: _Graph, params: Dict[str, np.ndarray], codes: Dict[str, tuple], pack: bool,
+                 ops: str = "onnxruntime"):
+        self.g, self.params, self.codes, self.pack, self.ops = g, params, codes, pack, ops
 
     def q(self, name: str):
         """(bits, scale, codes, pack) of a quantized weight, or None for a float one."""
@@ -208,11 +220,11 @@ class _Writer:
         bits, scale, codes = self.codes[name]
         return bits, scale, codes, self.pack
 
-    def dense(self, prefixes, x, aq):
+    def dense(self, prefixes, x, aq, lower: Optional[float] = None, lead=("batch", "seq")):
         """QuantDense layers reading the same input x ([.., in]; a float tensor name, quantized
-        here by ``aq``, or a _QAct). Several layers (Q, K, V) run as ONE matrix product over their
+        here by ``aq`` (``lower``: see _act_quant), or a _QAct). Several layers (Q, K, V) run as ONE matrix product over their
         concatenated weights, split afterwards: one GEMM of N = 3H is faster than three of H.
-        Returns one output name per prefix ([.., out])."""
+        lead: the symbolic leading dims of x. Returns one output name per prefix ([.., out])."""
         g = self.g
         ws = [self.params[p + ".weight"] for p in prefixes]  # [out, in] each
         outs = [w_.shape[0] for w_ in ws]
@@ -220,7 +232,7 @@ class _Writer:
         qs = [self.q(p + ".weight") for p in prefixes]
         hint = "+".join(prefixes)
         if aq is not None and not isinstance(x, _QAct):
-            x = _act_quant(g, x, aq)
+            x = _act_quant(g, x, aq, lower)
         if isinstance(x, _QAct) and all(q is not None for q in qs):
             bits = qs[0][0]
             ct = np.concatenate([np.asarray(q[2]).T for q in qs], axis=1)  # [in, sum(out)]
@@ -229,35 +241,51 @@ class _Writer:
             alpha = alphas[0] if len(qs) == 1 else np.concatenate(
                 [np.full(n, a_, np.float32) for n, a_ in zip(outs, alphas)])
             if bits == 2:
-                acc = g.op("MatMulInteger", [x.u, _int8_codes(g, hint, ct, bits, self.pack), g.const(x.zp, np.uint8)])
+                b, b_zp = _int8_codes(g, hint, ct, bits, self.pack), g.const(0, np.int8)
             else:
                 # 8-bit codes as uint8 (zero point 128): a u8 x s8 product of AVX2 kernels sums pairs
                 # in saturating int16 (255 * 127 * 2 overflows), u8 x u8 does not. Ternary codes
                 # cannot overflow there (255 * 1 * 2).
-                cu = (ct.astype(np.int16) + ZP).astype(np.uint8)
-                acc = g.op("MatMulInteger", [x.u, g.init(hint, cu), g.const(x.zp, np.uint8),
-                                             g.const(ZP, np.uint8)])
-            scale = g.op("Mul", [x.s, g.const(alpha)])
-            y = g.op("Mul", [g.op("Cast", [acc], to=g.onnx.TensorProto.FLOAT), scale])
+                b, b_zp = g.init(hint, (ct.astype(np.int16) + ZP).astype(np.uint8)), g.const(ZP, np.uint8)
             if x.lo:
                 # value = u s + lo: the lo part is a constant per output, folded into the bias
                 bias = bias + np.float32(x.lo) * (alpha * ct.astype(np.float32).sum(axis=0))
-        else:
-            xf = _dequant(g, x) if isinstance(x, _QAct) else x
-            if all(q is None for q in qs):
-                # one initializer, not a Concat of three: tools that rewrite constant weights
-                # (onnxruntime's quantize_dynamic) see the fused Q/K/V matrix as a weight
-                wt = g.init(hint, np.concatenate([w_.T for w_ in ws], axis=1).astype(np.float32))  # [in, sum(out)]
+            bias_name = g.init(hint + ".bias", bias.astype(np.float32))
+            a_zp = g.const(x.zp, np.uint8)
+            if self.ops == "onnxruntime":
+                # ONNX Runtime's fused kernel: the int32 product scaled and biased as it leaves the
+                # GEMM, no int32 / float temporaries (it fuses the standard form below only when the
+                # scale is computed in the graph, not for the fixed ranges of learned / EMA modes)
+                y = g.op("MatMulIntegerToFloat", [x.u, b, x.s, g.const(alpha), a_zp, b_zp, bias_name],
+                         domain=MS_DOMAIN)
+                # ONNX's shape inference does not know this operator: its output shape, stated,
+                # keeps the shapes downstream known (ONNX Runtime fuses Add + LayerNormalization
+                # into SkipLayerNormalization only where they are)
+                g.value_info.append(g.helper.make_tensor_value_info(
+                    y, g.onnx.TensorProto.FLOAT, [*lead, int(ct.shape[1])]))
             else:
-                wts = [_float_weight(g, p, w_.T, None) if q is None else
-                       _float_weight(g, p, None, (q[0], q[1], np.asarray(q[2]).T, q[3]))
-                       for p, w_, q in zip(prefixes, ws, qs)]
-                wt = wts[0] if len(wts) == 1 else g.op("Concat", wts, axis=1)  # [in, sum(out)]
-            y = g.op("MatMul", [xf, wt])
-        y = g.op("Add", [y, g.init(hint + ".bias", bias.astype(np.float32))])
-        if len(prefixes) == 1:
+                acc = g.op("MatMulInteger", [x.u, b, a_zp, b_zp])  # int32 [.., sum(out)]
+                scale = g.op("Mul", [x.s, g.const(alpha)])
+                y = g.op("Add", [g.op("Mul", [g.op("Cast", [acc], to=g.onnx.TensorProto.FLOAT), scale]), bias_name])
+            return self._split(y, outs)
+        xf = _dequant(g, x) if isinstance(x, _QAct) else x
+        if all(q is None for q in qs):
+            # one initializer, not a Concat of three: tools that rewrite constant weights
+            # (onnxruntime's quantize_dynamic) see the fused Q/K/V matrix as a weight
+            wt = g.init(hint, np.concatenate([w_.T for w_ in ws], axis=1).astype(np.float32))  # [in, sum(out)]
+        else:
+            wts = [_float_weight(g, p, w_.T, None) if q is None else
+                   _float_weight(g, p, None, (q[0], q[1], np.asarray(q[2]).T, q[3]))
+                   for p, w_, q in zip(prefixes, ws, qs)]
+            wt = wts[0] if len(wts) == 1 else g.op("Concat", wts, axis=1)  # [in, sum(out)]
+        y = g.op("MatMul", [xf, wt])
+        return self._split(g.op("Add", [y, g.init(hint + ".bias", bias.astype(np.float32))]), outs)
+
+    def _split(self, y: str, outs) -> list:
+        """[.., sum(outs)] -> one tensor per layer."""
+        if len(outs) == 1:
             return [y]
-        return g.op("Split", [y, g.const(outs, np.int64)], n_out=len(prefixes), axis=-1)
+        return self.g.op("Split", [y, self.g.const(outs, np.int64)], n_out=len(outs), axis=-1)
 
     def layer_norm(self, prefix: str, x: str, eps: float) -> str:
         g = self.g
@@ -297,22 +325,26 @@ def _attention(w: _Writer, prefix: str, cell, x: str, mask_add: str, cfg) -> str
     xq = _act_quant(g, x, cell.in_quant) if cell.in_quant is not None else x
     q, k, v = w.dense([prefix + ".query", prefix + ".key", prefix + ".value"], xq, None)  # [B, S, H]
     # Per-tensor statistics do not depend on the layout: fake-quantizing before the head split
-    # is the same, and keeps ONNX Runtime from turning P.V into a (slower) batched integer GEMM.
+    # is the same. (ONNX Runtime turns the P.V product of the fake-quantized pair into an integer
+    # GEMM itself; writing Q.K^T as one too measured no faster.)
     q, k, v = (_fake_quant(g, t, aq) for t, aq in ((q, cell.q_quant), (k, cell.k_quant), (v, cell.v_quant)))
     heads = g.const([0, 0, nh, hd], np.int64)
     q = g.op("Transpose", [g.op("Reshape", [q, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd]
     k = g.op("Transpose", [g.op("Reshape", [k, heads])], perm=[0, 2, 3, 1])  # [B, nh, hd, S]
     v = g.op("Transpose", [g.op("Reshape", [v, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd]
     scores = g.op("Add", [g.op("MatMul", [g.op("Mul", [q, g.const(cell.inv_sqrt_hd)]), k]), mask_add])
-    probs = _fake_quant(g, g.op("Softmax", [scores], axis=-1), cell.p_quant)  # [B, nh, S, S]
+    probs = _fake_quant(g, g.op("Softmax", [scores], axis=-1), cell.p_quant, lower=0.0)  # [B, nh, S, S]
     ctx = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])  # [B, S, nh, hd]
     return g.op("Reshape", [ctx, g.const([0, 0, cfg.hidden_size], np.int64)])
 
 
-def build_model(net, run, codes: Dict[str, tuple], pack_codes: bool = True):
+def build_model(net, run, codes: Dict[str, tuple], pack_codes: bool = True, ops: str = "onnxruntime"):
     """The ONNX ModelProto of ``net`` (a BertForSequenceClassification in eval mode).
 
     codes: {weight name: (bits, scale, codes)} of every quantized weight (``quantized_tensors``).
+    ops: "onnxruntime" writes the integer layers as ONNX Runtime's MatMulIntegerToFloat (its
+    com.microsoft domain); "standard" only standard ONNX operators (MatMulInteger, Cast, Mul, Add),
+    for other runtimes: the same values, slower in ONNX Runtime when activation ranges are fixed.
     Inputs input_ids, input_mask, segment_ids: int32 [batch, seq] (both dynamic); output logits
     float32 [batch, num_labels].
     """
@@ -321,7 +353,9 @@ def build_model(net, run, codes: Dict[str, tuple], pack_codes: bool = True):
     g = _Graph()
     cfg = run.model
     params = {n: p.asnumpy() for n, p in named_params(net).items()}
-    w = _Writer(g, params, codes, pack_codes)
+    if ops not in OPS:
+        raise OnnxExportError(f"ops must be one of {', '.join(OPS)}, got {ops!r}")
+    w = _Writer(g, params, codes, pack_codes, ops)
     bert = net.bert
     inputs = [g.helper.make_tensor_value_info(n, TensorProto.INT32, ["batch", "seq"])
               for n in ("input_ids", "input_mask", "segment_ids")]
@@ -334,7 +368,11 @@ def build_model(net, run, codes: Dict[str, tuple], pack_codes: bool = True):
                          g.const([0], np.int64), seq, g.const([0], np.int64)])  # [S, H]
     tok = g.op("Gather", [g.init("bert.embeddings.token_type_embeddings.weight",
                                  params["bert.embeddings.token_type_embeddings.weight"]), "segment_ids"], axis=0)
-    x = w.layer_norm("bert.embeddings.LayerNorm", g.op("Add", [g.op("Add", [we, pos]), tok]), cfg.layer_norm_eps)
+    emb = g.op("Add", [g.op("Add", [we, pos]), tok])
+    # its shape stated: ONNX's inference cannot tell that the sliced positions have the ids' length,
+    # and ONNX Runtime fuses Add + LayerNormalization only where both inputs' shapes match by name
+    g.value_info.append(g.helper.make_tensor_value_info(emb, TensorProto.FLOAT, ["batch", "seq", cfg.hidden_size]))
+    x = w.layer_norm("bert.embeddings.LayerNorm", emb, cfg.layer_norm_eps)
 
     # additive mask [B, 1, 1, S]: 0 where attended, -10000 where padded
     m = g.op("Cast", ["input_mask"], to=TensorProto.FLOAT)
@@ -348,17 +386,21 @@ def build_model(net, run, codes: Dict[str, tuple], pack_codes: bool = True):
         a, = w.dense([p + "attention.output.dense"], ctx, att.output.dense.aq)
         a = w.layer_norm(p + "attention.output.LayerNorm", g.op("Add", [a, x]), cfg.layer_norm_eps)
         h, = w.dense([p + "intermediate.dense"], a, layer.intermediate.dense.aq)
-        h, = w.dense([p + "output.dense"], _gelu(g, h), layer.output.dense.aq)
+        h, = w.dense([p + "output.dense"], _gelu(g, h), layer.output.dense.aq, lower=GELU_MIN)
         x = w.layer_norm(p + "output.LayerNorm", g.op("Add", [h, a]), cfg.layer_norm_eps)
 
     cls = g.op("Gather", [x, g.const(0, np.int64)], axis=1)  # [B, H]
-    pooled = g.op("Tanh", w.dense(["bert.pooler.dense"], cls, bert.pooler.dense.aq))
+    pooled = g.op("Tanh", w.dense(["bert.pooler.dense"], cls, bert.pooler.dense.aq, lead=("batch",)))
     logits = g.op("Add", [g.op("MatMul", [pooled, g.init("classifier.weight", params["classifier.weight"].T)]),
                           g.init("classifier.bias", params["classifier.bias"])])
     g.nodes.append(g.helper.make_node("Identity", [logits], ["logits"], name="logits"))
     out = g.helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", cfg.num_labels])
-    graph = g.helper.make_graph(g.nodes, f"ternarybert_{run.task}_{run.quant.name}", inputs, [out], g.inits)
-    model = g.helper.make_model(graph, opset_imports=[g.helper.make_opsetid("", OPSET)],
+    graph = g.helper.make_graph(g.nodes, f"ternarybert_{run.task}_{run.quant.name}", inputs, [out], g.inits,
+                                 value_info=g.value_info)
+    opsets = [g.helper.make_opsetid("", OPSET)]
+    if any(n.domain == MS_DOMAIN for n in g.nodes):
+        opsets.append(g.helper.make_opsetid(MS_DOMAIN, 1))
+    model = g.helper.make_model(graph, opset_imports=opsets,
                                 producer_name="ternarybert-mindspore", ir_version=IR_VERSION)
     model.doc_string = (f"TernaryBERT {run.quant.name} student for {run.task}: inputs int32 [batch, seq] "
                         f"(input_ids, input_mask, segment_ids) -> logits [batch, {cfg.num_labels}]")
@@ -390,7 +432,8 @@ def check_bytes(raw: bytes, path: str) -> None:
         raise OnnxExportError(f"{path}: checksum mismatch: the file is corrupted")
 
 
-def export_onnx(net, run, path: str, codes: Optional[Dict[str, tuple]] = None, pack_codes: bool = True) -> str:
+def export_onnx(net, run, path: str, codes: Optional[Dict[str, tuple]] = None, pack_codes: bool = True,
+                ops: str = "onnxruntime") -> str:
     """Write ``net`` as a self-describing ONNX file at ``path`` (atomically). Returns the path."""
     import os
     onnx = import_onnx()
@@ -398,12 +441,12 @@ def export_onnx(net, run, path: str, codes: Optional[Dict[str, tuple]] = None, p
     if codes is None:
         codes = quantized_tensors(net, run.quant)
     net.set_train(False)
-    model = build_model(net, run, codes, pack_codes)
+    model = build_model(net, run, codes, pack_codes, ops)
     # shapes of the intermediate tensors: ONNX Runtime's fusions (SkipLayerNormalization, ...) need them
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.checker.check_model(model)
     onnx.helper.set_model_props(model, {"format": FORMAT, "run_config": json.dumps(run.to_dict(), sort_keys=True),
-                                        "codes": "base3" if pack_codes else "int8"})
+                                        "codes": "base3" if pack_codes else "int8", "ops": ops})
     body = model.SerializeToString()
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:

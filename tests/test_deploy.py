@@ -62,8 +62,12 @@ def test_onnx_logits_equal_the_network(tmp_path, pynative, name):
     from src.onnx_export import export_onnx
     rng = np.random.RandomState(0)
     net, run = _student(QUANTS[name], rng)
-    for codes in (["base3", "int8"] if name == "2-2-8-twn-row" else ["base3"]):
-        path = export_onnx(net, run, str(tmp_path / f"m_{codes}.onnx"), pack_codes=codes == "base3")
+    # ONNX Runtime's fused integer layers, and the standard-operator form other runtimes read
+    variants = [("base3", "onnxruntime")] + ([("base3", "standard")] if not run.quant.is_float else [])
+    if name == "2-2-8-twn-row":
+        variants.append(("int8", "onnxruntime"))
+    for codes, ops in variants:
+        path = export_onnx(net, run, str(tmp_path / f"m_{codes}_{ops}.onnx"), pack_codes=codes == "base3", ops=ops)
         model = OnnxPredictor(path)
         assert model.run == run
         fwd = LogitsOnly(net)
@@ -85,7 +89,7 @@ def _run_graph(nodes_fn, feeds):
     """Run a small graph built by nodes_fn(g, *input names) -> output name in ONNX Runtime."""
     import onnxruntime as ort
     from onnx import helper
-    from src.onnx_export import IR_VERSION, OPSET, _Graph
+    from src.onnx_export import IR_VERSION, MS_DOMAIN, OPSET, _Graph
     g = _Graph()
     names = list(feeds)
     out = nodes_fn(g, *names)
@@ -94,12 +98,14 @@ def _run_graph(nodes_fn, feeds):
            for n, v in feeds.items()]
     model = helper.make_model(helper.make_graph(g.nodes, "t", ins, [helper.make_empty_tensor_value_info("y")],
                                                 g.inits),
-                              opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+                              opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+                              ir_version=IR_VERSION)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)[0]
 
 
-def test_onnx_ternary_codes_and_integer_product_against_numpy(pynative):
+@pytest.mark.parametrize("ops", ["onnxruntime", "standard"])
+def test_onnx_ternary_codes_and_integer_product_against_numpy(pynative, ops):
     """The stored codes are numpy TWN's, the base-3 decode restores them, and one quantized dense
     layer is the exact integer product (u - 128) @ codes^T scaled by s * alpha."""
     from src.onnx_export import _Writer, _act_quant, _int8_codes
@@ -121,7 +127,7 @@ def test_onnx_ternary_codes_and_integer_product_against_numpy(pynative):
     x = (rng.randn(2, 7, w.shape[1]) * 1.5).astype(np.float32)  # some |x| above the clip 2.5
     cell = net.bert.encoder.layer[0].intermediate.dense
     params = {name: w, name.replace("weight", "bias"): cell.bias.asnumpy()}
-    y = _run_graph(lambda g, xin: _Writer(g, params, codes, True).dense([name[:-7]], xin, cell.aq)[0], {"x": x})
+    y = _run_graph(lambda g, xin: _Writer(g, params, codes, True, ops).dense([name[:-7]], xin, cell.aq)[0], {"x": x})
     m = min(np.abs(x).max(), 2.5)
     u = np.round(np.clip(x, -2.5, 2.5) * (127 / m))  # the symmetric 8-bit codes, numpy
     u_onnx = _run_graph(lambda g, xin: _act_quant(g, xin, cell.aq).u, {"x": x})
@@ -132,7 +138,8 @@ def test_onnx_ternary_codes_and_integer_product_against_numpy(pynative):
     np.testing.assert_allclose(y.reshape(acc.shape), expect, rtol=1e-5, atol=1e-5)
 
 
-def test_onnx_eight_bit_weights_do_not_saturate(pynative):
+@pytest.mark.parametrize("ops", ["onnxruntime", "standard"])
+def test_onnx_eight_bit_weights_do_not_saturate(pynative, ops):
     """8-bit codes near +-127 against activations near +-127: the u8 x s8 int16 pair sum of AVX2
     kernels would saturate; the exported graph uses u8 x u8 and stays exact."""
     from src.onnx_export import _Writer
@@ -145,10 +152,38 @@ def test_onnx_eight_bit_weights_do_not_saturate(pynative):
     x = np.ones((3, 64), np.float32)
     x[1] = -1.0
     params = {"d.weight": codes, "d.bias": np.zeros(4, np.float32)}
-    y = _run_graph(lambda g, xin: _Writer(g, params, {"d.weight": (8, np.float32(0.5), codes)}, True)
+    y = _run_graph(lambda g, xin: _Writer(g, params, {"d.weight": (8, np.float32(0.5), codes)}, True, ops)
                    .dense(["d"], xin, aq)[0], {"x": x})
     expect = (x * 1.0) @ (codes * 0.5).T  # x is exactly representable: 127 levels of 1/127
     np.testing.assert_allclose(y, expect, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "learned"])
+def test_onnx_activation_codes_without_clip_above_a_lower_bound(pynative, mode):
+    """Inputs known to stay above -c (GELU outputs, probabilities) are quantized without a Clip node:
+    QuantizeLinear's saturation gives the clipped codes, numpy's round(clip(x, -c, c) / s)."""
+    from src.onnx_export import GELU_MIN, _act_quant
+    from src.quant import ActQuant
+    aq = ActQuant(QuantConfig(act_mode=mode, act_clip=2.5))
+    if mode == "learned":
+        aq.clip.set_data(T(np.array([0.8], np.float32)))
+    c = 2.5 if mode == "symmetric" else 0.8
+    rng = np.random.RandomState(4)
+    x = np.concatenate([rng.uniform(GELU_MIN, 0, 500), rng.uniform(0, 2 * c + 1, 500),
+                        [GELU_MIN, 0.0, c, c * 1.004, 3 * c + 7]]).astype(np.float32).reshape(5, 201)
+    nodes = []
+
+    def build(g, xin):
+        qa = _act_quant(g, xin, aq, lower=GELU_MIN)
+        nodes.extend(n.op_type for n in g.nodes)
+        return qa.u
+    u = _run_graph(build, {"x": x}).astype(np.int64) - 128
+    assert "Clip" not in nodes
+    m = min(np.abs(x).max(), c) if mode == "symmetric" else c
+    s = np.float32(m) / np.float32(127)
+    expect = np.round(np.clip(x, -c, c) / s)  # numpy rounds half to even, as QuantizeLinear does
+    np.testing.assert_array_equal(u, expect)
+    assert u.max() == 127 and (x > c).any()  # the saturated side was exercised
 
 
 def test_onnx_runs_without_mindspore(tmp_path, pynative):
