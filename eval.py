@@ -38,28 +38,16 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging()
-    from src.deploy import load_predictor
-    from src.trainer import set_context, split_metrics
+    from src import api
+    from src.config import atomic_write_text
+    from src.trainer import set_context
     set_context(args.device_target, args.device_id, args.mode)
-    model = load_predictor(args.checkpoint)
-    run = model.run
-    if args.task_name and args.task_name != run.task:
-        raise ValueError(f"{args.checkpoint} is a {run.task} model, not {args.task_name}")
-    from src.dataset import check_records
-    meta = check_records(args.data_dir, run.task, args.max_seq_length)
-    if run.train is not None and meta["max_seq_length"] != run.train.max_seq_length and not args.any_length:
-        raise ValueError(f"{args.checkpoint} was trained at max_seq_length {run.train.max_seq_length} but "
-                         f"{args.data_dir} was converted at {meta['max_seq_length']}; convert again, or pass "
-                         f"--any_length to evaluate anyway")
-    metrics = split_metrics(model, args.data_dir, run.task, args.eval_batch_size, args.dataset_type,
-                            split=args.split)
-    result = {"checkpoint": os.path.abspath(args.checkpoint), "task": run.task, "split": args.split,
-              "quant": run.quant.name, "data_dir": os.path.abspath(args.data_dir), **metrics}
+    result = api.evaluate(args.checkpoint, args.data_dir, args.split, args.eval_batch_size, args.dataset_type,
+                          task=args.task_name, any_length=args.any_length, max_seq_length=args.max_seq_length)
     out = args.output_file or os.path.splitext(args.checkpoint)[0] + ".eval.json"
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    logger.info("%s %s (%s): %s -> %s", run.task, args.split, run.quant.name,
-                " ".join(f"{k} {v:.5f}" for k, v in metrics.items() if isinstance(v, float)), out)
+    atomic_write_text(out, json.dumps(result, indent=2))
+    logger.info("%s %s (%s): %s -> %s", result["task"], args.split, result["quant"],
+                " ".join(f"{k} {v:.5f}" for k, v in result.items() if isinstance(v, float)), out)
     return result
 
 

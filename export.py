@@ -59,21 +59,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging()
-    from src.deploy import export_artifacts, load_network_any
+    from src import api
     from src.trainer import set_context
     set_context(args.device_target, args.device_id, "graph")
-    net, run = load_network_any(args.checkpoint)
-    codes = None
-    if args.checkpoint.endswith(".tbq"):  # the file's own codes: nothing is quantized again
-        from src.packing import read_packed_codes
-        _, _, codes = read_packed_codes(args.checkpoint)
-    net.set_train(False)
-    vocab = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "vocab.txt")
-    written = export_artifacts(net, run, args.output, formats=args.file_format, packed=args.packed,
-                               codes=codes, side_dtype=args.side_dtype,
-                               pack_codes=args.onnx_codes == "base3", onnx_ops=args.onnx_ops,
-                               batch_size=args.batch_size,
-                               seq_length=args.seq_length, vocab_from=vocab)
+    written = api.export(args.checkpoint, args.output, formats=args.file_format, packed=args.packed,
+                         side_dtype=args.side_dtype, pack_codes=args.onnx_codes == "base3",
+                         onnx_ops=args.onnx_ops, batch_size=args.batch_size, seq_length=args.seq_length)
     for p in written:
         logger.info("wrote %s (%d bytes)", p, os.path.getsize(p))
     return written

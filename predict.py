@@ -46,7 +46,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    cli.setup_logging(sys.stderr)  # stdout may carry the predictions
     from src.config import get_task
     from src.predict_io import encode, read_examples, write_lines
     from src.tokenization import BertTokenizer

@@ -7,12 +7,9 @@ The student starts from --student_model (default: the teacher) and is trained wi
 distillation loss of src/cell_wrapper.py; best.ckpt is the student with the best dev metric.
 """
 import argparse
-import logging
 import sys
 
 from src import cli
-
-logger = logging.getLogger("train")
 
 
 def parse_args(argv=None):
@@ -37,40 +34,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging()
-    import mindspore as ms
-    from src.checkpoint import load_network
-    from src.cell_wrapper import DistillLoss, TrainOneStep, build_optimizer
-    from src.config import RunConfig
-    from src.glue import check_labels_usable
-    from src.trainer import start_run, total_steps, train_and_report
+    from src import api
 
-    # configs (and device, data-parallel ranks, records check)
-    rank, group, tcfg = start_run(args)
-    qcfg, dcfg = cli.quant_config(args), cli.distill_config(args)
-    check_labels_usable(args.data_dir, dcfg.uses_gold_labels)
-
-    # networks: a frozen float teacher, a quantized student (dropout 0) initialised from a checkpoint
-    ms.set_seed(tcfg.seed)
-    teacher, t_run = load_network(args.teacher_model, dropout=0.0)
-    if t_run.task != args.task_name:
-        raise ValueError(f"{args.teacher_model} is a {t_run.task} model, not {args.task_name}")
-    if not t_run.quant.is_float:
-        raise ValueError(f"{args.teacher_model} is quantized ({t_run.quant.name}); the teacher must be full precision")
-    student, s_run = load_network(args.student_model or args.teacher_model, quant=qcfg, dropout=0.0)
-    if s_run.task != args.task_name:
-        raise ValueError(f"{args.student_model} is a {s_run.task} model, not {args.task_name}")
-    run = RunConfig(task=args.task_name, model=s_run.model, quant=qcfg, distill=dcfg, train=tcfg)
-
-    # optimizer and train cell
-    steps = total_steps(args.data_dir, tcfg, group)
-    opt = build_optimizer(student, tcfg, steps, qcfg)
-    cell = TrainOneStep(DistillLoss(student, teacher, dcfg), opt, tcfg.clip_norm, student, qcfg, tcfg)
-    logger.info("distilling %s: student %s (%s), teacher %s, %d steps", args.task_name, qcfg.name,
-                qcfg.ternarizer, args.teacher_model, steps)
-
-    # loop
-    # (without a teacher term the loss runs one network: see LoopSpec.open_length)
-    return train_and_report(args, cell, student, run, rank, group, "train.log", open_length=dcfg.uses_teacher)
+    # device and data-parallel ranks
+    rank, group = cli.start_run(args)
+    # configs
+    quant, distillation, train = cli.quant_config(args), cli.distill_config(args), cli.train_config(args)
+    # networks, optimizer, loop: a frozen float teacher, a quantized student (dropout 0)
+    return api.distill(args.task_name, args.teacher_model, cli.job(args), student=args.student_model, quant=quant,
+                       distillation=distillation, train=train, rank=rank, group_size=group)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from src.config import atomic_write_text  # noqa: E402  (no MindSpore import: config is plain Python)
 
 
 def main(argv=None):
@@ -65,9 +67,7 @@ def main(argv=None):
                "load_average_at_end": list(os.getloadavg())}
         run["student_gap"] = round(run["teacher"] - run["student"], 2)
         record["runs"].append(run)
-        with open(args.out + ".tmp", "w") as f:
-            json.dump(record, f, indent=2)
-        os.replace(args.out + ".tmp", args.out)
+        atomic_write_text(args.out, json.dumps(record, indent=2))
         print(json.dumps(run), flush=True)
     return 0
 

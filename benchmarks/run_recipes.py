@@ -32,7 +32,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import git_commit  # noqa: E402
-from src.config import get_task  # noqa: E402
+from src.config import atomic_write_text, get_task  # noqa: E402
+from src.logs import setup_logging  # noqa: E402
 
 logger = logging.getLogger("recipes")
 
@@ -378,9 +379,7 @@ def render(results, readme, svg):
         raise ValueError(f"{readme} has no {BEGIN} ... {END} markers to put the table between")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    with open(readme + ".tmp", "w") as f:
-        f.write(head + BEGIN + "\n" + table + "\n" + END + tail)
-    os.replace(readme + ".tmp", readme)
+    atomic_write_text(readme, head + BEGIN + "\n" + table + "\n" + END + tail)
     return table, render_svg(rows, svg)
 
 
@@ -415,7 +414,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.teacher_bucket_width < 0:
         ap.error(f"--teacher_bucket_width must be >= 0 (0 = padded batches), got {args.teacher_bucket_width}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    setup_logging()
     if args.render:
         table, svg = render(args.results, args.readme, args.svg)
         print(table)

@@ -20,7 +20,7 @@ from mindspore import nn, ops
 from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 
 from .config import DistillConfig, QuantConfig, TrainConfig
-from .tinybert_model import QuantDense, QuantEmbedding, set_compute_dtype
+from .tinybert_model import QuantWeightCell, set_compute_dtype
 from .quant import ActQuant
 
 
@@ -244,7 +244,7 @@ class TrainOneStep(nn.TrainOneStepCell):
         if student is not None and qcfg is not None and qcfg.ternarizer == "lat":
             v_by_param = {id(p): v for p, v in zip(optimizer.parameters, optimizer.moments2)}
             for _, cell in student.cells_and_names():
-                if isinstance(cell, (QuantDense, QuantEmbedding)) and cell.lat:
+                if isinstance(cell, QuantWeightCell) and cell.lat:
                     lat_d.append(cell.lat_d)
                     lat_v.append(v_by_param[id(cell.weight)])
         self.lat_eps = qcfg.lat_eps if qcfg is not None else 0.0

@@ -19,7 +19,7 @@ import mindspore as ms
 
 from .config import BertConfig, QuantConfig, RunConfig, config_path_for, get_task, TASKS
 from .quant import ActQuant
-from .tinybert_model import BertForSequenceClassification, QuantDense, QuantEmbedding
+from .tinybert_model import BertForSequenceClassification, QuantWeightCell
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def quant_state_names(net) -> set:
     for _, cell in net.cells_and_names():
         if isinstance(cell, ActQuant):
             ids.update(id(p) for p in cell.get_parameters())
-        elif isinstance(cell, (QuantDense, QuantEmbedding)) and cell.lat:
+        elif isinstance(cell, QuantWeightCell) and cell.lat:
             ids.add(id(cell.lat_d))
     return {n for n, p in named_params(net).items() if id(p) in ids}
 
@@ -251,7 +251,8 @@ def main_import(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=42, help="seed of a new classifier")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from .logs import setup_logging
+    setup_logging()
     try:
         run = import_hf(args.hf_dir or default_backbone_dir(), args.task_name, args.output,
                         args.seed, args.overwrite)

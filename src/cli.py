@@ -8,26 +8,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from typing import Optional
 
+from .logs import setup_logging  # noqa: F401 - the entry points' logging set-up
 from .config import ACT_MODES, DEFAULT_DISTILL_LR, DistillConfig, QuantConfig, TrainConfig, TASKS, get_task
-
-
-_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-
-
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, handlers=[logging.StreamHandler(sys.stdout)], force=True,
-                        format=_FORMAT)
-
-
-def log_to_file(path: str) -> None:
-    """Also log to ``path`` (called once the output folder is prepared)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter(_FORMAT))
-    logging.getLogger().addHandler(handler)
 
 
 def task_name(value: str) -> str:
@@ -178,13 +162,30 @@ def distill_config(args) -> DistillConfig:
                          regression_target=args.regression_target, token_mean=args.token_mean)
 
 
-def train_config(args, max_seq_length: int) -> TrainConfig:
+def start_run(args):
+    """Device context and data-parallel init, which train.py and finetune.py share.
+    Returns (rank, group_size)."""
+    from .distributed import init_distributed
+    from .trainer import set_context
+    set_context(args.device_target, args.device_id, args.mode)
+    return init_distributed(args.distribute)
+
+
+def job(args):
+    """The api.Job of a training entry point's flags (its identity: the flags, as run.json has it)."""
+    from .api import Job
+    return Job(args.data_dir, args.output_dir, args.dataset_type, args.max_seq_length, args.eval_batch_size,
+               args.resume, args.overwrite, args.stop_after, identity=run_identity(args))
+
+
+def train_config(args) -> TrainConfig:
+    """The schedule of the flags (max_seq_length: the records', set by the api)."""
     spec = get_task(args.task_name)
     lr = args.learning_rate if args.learning_rate is not None else spec.distill_lr
     return TrainConfig(learning_rate=lr, epochs=args.epoch_size,
                        batch_size=args.train_batch_size or spec.batch_size,
                        warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
-                       seed=args.seed, eval_steps=args.eval_step, max_seq_length=max_seq_length,
+                       seed=args.seed, eval_steps=args.eval_step,
                        max_steps=args.max_steps, bucket_width=args.bucket_width,
                        save_ckpt_steps=args.save_ckpt_step, keep_ckpt_max=args.max_ckpt_num,
                        compute_type=args.compute_type, loss_scale=args.loss_scale_value,

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .config import AugmentConfig, TaskSpec, get_task, TASKS
+from .logs import setup_logging
 from .tokenization import BertTokenizer, encode_pair
 
 logger = logging.getLogger(__name__)
@@ -353,7 +354,7 @@ def main(argv=None) -> int:
     g.add_argument("--hf_dir", default=None,
                    help="backbone whose word embeddings pick replacements (default: the MiniLM-L6 package)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     spec = get_task(args.task_name)
     try:
         augment = embeddings_dir = None

@@ -15,6 +15,10 @@ point 128 because ONNX Runtime's u8 x s8 GEMM is its fast path (an int8 x int8 p
 slower there); the integers are the same. Q and K before Q.K^T, and the softmax probabilities
 and V before P.V, are fake-quantized (QuantizeLinear/DequantizeLinear pairs) as in training.
 
+By default the three lines of a layer are ONE ONNX Runtime operator, MatMulIntegerToFloat
+(com.microsoft domain: the int32 sums scaled and biased as they leave the GEMM); ``ops="standard"``
+writes them as above, with standard ONNX operators only, for other runtimes.
+
 Ternary codes are stored at 1.6 bits each (base-3, five per byte, as in the .tbq file) with a
 small decode subgraph (Gather from a 243 x 5 table) that ONNX Runtime constant-folds when it
 loads the model, so the file is close to the .tbq size while inference uses plain int8 codes.
@@ -222,9 +226,10 @@ class _Writer:
 
     def dense(self, prefixes, x, aq, lower: Optional[float] = None, lead=("batch", "seq")):
         """QuantDense layers reading the same input x ([.., in]; a float tensor name, quantized
-        here by ``aq`` (``lower``: see _act_quant), or a _QAct). Several layers (Q, K, V) run as ONE matrix product over their
-        concatenated weights, split afterwards: one GEMM of N = 3H is faster than three of H.
-        lead: the symbolic leading dims of x. Returns one output name per prefix ([.., out])."""
+        here by ``aq`` (``lower``: see _act_quant), or a _QAct). Several layers (Q, K, V) run as
+        ONE matrix product over their concatenated weights, split afterwards: one GEMM of N = 3H
+        is faster than three of H. lead: the symbolic leading dims of x. Returns one output name
+        per prefix ([.., out])."""
         g = self.g
         ws = [self.params[p + ".weight"] for p in prefixes]  # [out, in] each
         outs = [w_.shape[0] for w_ in ws]
@@ -435,7 +440,7 @@ def check_bytes(raw: bytes, path: str) -> None:
 def export_onnx(net, run, path: str, codes: Optional[Dict[str, tuple]] = None, pack_codes: bool = True,
                 ops: str = "onnxruntime") -> str:
     """Write ``net`` as a self-describing ONNX file at ``path`` (atomically). Returns the path."""
-    import os
+    from .config import atomic_write_bytes
     onnx = import_onnx()
     from .packing import quantized_tensors
     if codes is None:
@@ -448,10 +453,7 @@ def export_onnx(net, run, path: str, codes: Optional[Dict[str, tuple]] = None, p
     onnx.helper.set_model_props(model, {"format": FORMAT, "run_config": json.dumps(run.to_dict(), sort_keys=True),
                                         "codes": "base3" if pack_codes else "int8", "ops": ops})
     body = model.SerializeToString()
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(body + _checksum_entry(hashlib.sha256(body).hexdigest()))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, body + _checksum_entry(hashlib.sha256(body).hexdigest()))
     return path
 
 

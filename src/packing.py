@@ -27,9 +27,9 @@ import mindspore as ms
 from mindspore import nn
 
 from .checkpoint import CheckpointError, build_network, load_into, named_params, quant_state_names
-from .config import RunConfig
+from .config import RunConfig, atomic_write_bytes
 from .quant import quantize_weight
-from .tinybert_model import QuantEmbedding, quantized_cells
+from .tinybert_model import quantized_cells
 
 MAGIC = b"TBQ\0"
 VERSION = 1
@@ -78,9 +78,7 @@ def quantized_tensors(net, quant) -> Dict[str, Tuple[int, np.ndarray, np.ndarray
     The packed file, the frozen network and the ONNX export all take their weights from here."""
     out = {}
     for name, cell in quantized_cells(net):
-        gran = cell.granularity if isinstance(cell, QuantEmbedding) else "layer"
-        d = cell.lat_d if cell.lat else ms.Tensor(0.0, ms.float32)
-        scale, codes = _Quantize(cell.bits, quant, gran)(cell.weight, d)
+        scale, codes = _Quantize(cell.bits, quant, cell.granularity)(cell.weight, cell.curvature())
         out[f"{name}.weight"] = (cell.bits, np.asarray(scale.asnumpy(), np.float32),
                                  codes.asnumpy())
     return out
@@ -129,12 +127,7 @@ def save_packed(net, run: RunConfig, path: str, side_dtype: str = "fp32", codes:
     header = {"config": run.to_dict(), "tensors": entries}
     hbytes = json.dumps(header, sort_keys=True).encode("utf-8")
     body = _HEAD.pack(MAGIC, VERSION, len(hbytes)) + hbytes + b"".join(blobs)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(body)
-        f.write(hashlib.sha256(body).digest())
-    import os
-    os.replace(tmp, path)
+    atomic_write_bytes(path, body + hashlib.sha256(body).digest())
     return header
 
 

@@ -84,7 +84,34 @@ def set_compute_dtype(net: nn.Cell, dtype) -> nn.Cell:
     return net
 
 
-class QuantDense(nn.Cell):
+class QuantWeightCell(nn.Cell):
+    """What the cells with a quantized ``weight`` share (QuantDense, QuantEmbedding): the weight
+    quantizer, LAT's curvature, and the weight as the forward pass sees it."""
+
+    def _init_weight_quant(self, bits: int, qcfg: QuantConfig, granularity: str) -> None:
+        self.bits, self.granularity = bits, granularity
+        self.wq = (WeightQuantSTE(bits, qcfg, granularity)
+                   if bits < 32 and not qcfg.weights_prequantized else None)
+        self.lat = self.wq is not None and bits == 2 and qcfg.ternarizer == "lat"
+        if self.lat:
+            # diag(sqrt(v)) + eps of Adam, refreshed by the train cell after every step.
+            self.lat_d = ms.Parameter(ms.Tensor(np.ones(self.weight.shape, np.float32)), name="lat_d",
+                                      requires_grad=False)
+        else:
+            self.no_d = ms.Tensor(0.0, ms.float32)
+
+    def curvature(self):
+        """LAT's d for the weight ([same shape]); TWN ignores it (a scalar 0)."""
+        return self.lat_d if self.lat else self.no_d
+
+    def quantized_weight(self):
+        """The weight the forward pass uses (the whole table for an embedding)."""
+        if self.wq is None:
+            return self.weight
+        return self.wq(self.weight, self.curvature())
+
+
+class QuantDense(QuantWeightCell):
     """y = q_a(x) @ q_w(W)^T + b. Weight [out, in] as nn.Dense / torch.nn.Linear store it."""
 
     def __init__(self, in_features: int, out_features: int, qcfg: QuantConfig,
@@ -94,26 +121,11 @@ class QuantDense(nn.Cell):
         self.bias = _param((out_features,), "bias", init="zero")
         self.in_features = in_features
         self.out_features = out_features
-        self.bits = qcfg.weight_bits
-        self.wq = (WeightQuantSTE(qcfg.weight_bits, qcfg, "layer")
-                   if qcfg.weight_bits < 32 and not qcfg.weights_prequantized else None)
+        self._init_weight_quant(qcfg.weight_bits, qcfg, "layer")
         # quant_input=False: the caller already fake-quantized x (Q/K/V share one input node)
         self.aq = make_act_quant(qcfg) if quant_input else None
-        self.lat = self.wq is not None and qcfg.weight_bits == 2 and qcfg.ternarizer == "lat"
-        if self.lat:
-            # diag(sqrt(v)) + eps of Adam, refreshed by the train cell after every step.
-            self.lat_d = ms.Parameter(ms.Tensor(np.ones((out_features, in_features), np.float32)),
-                                      name="lat_d", requires_grad=False)
-        else:
-            self.no_d = ms.Tensor(0.0, ms.float32)
         self.matmul = ops.MatMul(transpose_b=True)
         self.compute_dtype = ms.float32  # set_compute_dtype
-
-    def quantized_weight(self):
-        """The weight the forward pass uses ([out, in])."""
-        if self.wq is None:
-            return self.weight
-        return self.wq(self.weight, self.lat_d if self.lat else self.no_d)
 
     def construct(self, x):
         # x: [..., in] -> [..., out]
@@ -136,7 +148,7 @@ class Embedding(nn.Cell):
         return ops.gather(self.weight, ids, 0)
 
 
-class QuantEmbedding(nn.Cell):
+class QuantEmbedding(QuantWeightCell):
     """Word embedding with quantized rows.
 
     Row-wise statistics depend only on the row, so the rows are gathered first and only
@@ -147,22 +159,7 @@ class QuantEmbedding(nn.Cell):
     def __init__(self, num: int, dim: int, qcfg: QuantConfig):
         super().__init__()
         self.weight = _param((num, dim), "weight")
-        self.bits = qcfg.embedding_bits
-        self.granularity = qcfg.embedding_granularity
-        self.wq = (WeightQuantSTE(qcfg.embedding_bits, qcfg, qcfg.embedding_granularity)
-                   if qcfg.embedding_bits < 32 and not qcfg.weights_prequantized else None)
-        self.lat = self.wq is not None and qcfg.embedding_bits == 2 and qcfg.ternarizer == "lat"
-        if self.lat:
-            self.lat_d = ms.Parameter(ms.Tensor(np.ones((num, dim), np.float32)), name="lat_d",
-                                      requires_grad=False)
-        else:
-            self.no_d = ms.Tensor(0.0, ms.float32)
-
-    def quantized_weight(self):
-        """The whole quantized table [num, dim] (export and packing)."""
-        if self.wq is None:
-            return self.weight
-        return self.wq(self.weight, self.lat_d if self.lat else self.no_d)
+        self._init_weight_quant(qcfg.embedding_bits, qcfg, qcfg.embedding_granularity)
 
     def construct(self, ids):
         # ids: [B, S] -> [B, S, dim]
@@ -369,7 +366,7 @@ class LogitsOnly(nn.Cell):
 def quantized_cells(net: nn.Cell):
     """(name, cell) of every cell whose weight is quantized, chosen by cell type."""
     return [(n, c) for n, c in net.cells_and_names()
-            if isinstance(c, (QuantDense, QuantEmbedding)) and c.wq is not None]
+            if isinstance(c, QuantWeightCell) and c.wq is not None]
 
 
 def with_dropout(cfg: BertConfig, p: float) -> BertConfig:

@@ -335,33 +335,3 @@ def _evaluate_and_save(spec: LoopSpec, state: dict, step: int, epoch: int, loss:
         _save_train_state(spec, state, step)
     else:
         state["step"] = step
-
-
-def start_run(args):
-    """Device context, data-parallel init and the records check that train.py and finetune.py
-    share. Returns (rank, group_size, TrainConfig)."""
-    from . import cli
-    from .dataset import check_records
-    from .distributed import init_distributed
-    set_context(args.device_target, args.device_id, args.mode)
-    rank, group = init_distributed(args.distribute)
-    meta = check_records(args.data_dir, args.task_name, args.max_seq_length)
-    return rank, group, cli.train_config(args, meta["max_seq_length"])
-
-
-def train_and_report(args, cell, network, run: RunConfig, rank: int, group: int, log_name: str,
-                     open_length: bool = True) -> dict:
-    """Prepare the output folder (once every input was checked), run fit(), log the result.
-
-    ``open_length``: see LoopSpec."""
-    from . import cli
-    if rank == 0:
-        prepare_output_dir(args.output_dir, cli.run_identity(args), args.resume, args.overwrite)
-        cli.log_to_file(os.path.join(args.output_dir, log_name))
-    state = fit(LoopSpec(cell, network, run, run.train, args.data_dir, args.dataset_type, args.output_dir,
-                         args.eval_batch_size, rank, group, open_length),
-                resume=args.resume, stop_after=args.stop_after)
-    if rank == 0 and state["best"] is not None:
-        logger.info("done: best %s %.5f at step %s -> %s", run.task, state["best"], state["best_step"],
-                    os.path.join(args.output_dir, "best.ckpt"))
-    return state

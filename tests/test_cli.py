@@ -70,7 +70,7 @@ def test_mixed_precision_flags_reach_the_train_config():
     import train
     args = train.parse_args(["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d", "--output_dir", "o",
                              "--compute_type", "fp16", "--loss_scale_value", "1024", "--scale_window", "10"])
-    t = cli.train_config(args, 128)
+    t = cli.train_config(args)
     assert (t.compute_type, t.loss_scale, t.loss_scale_window) == ("fp16", 1024.0, 10)
     assert cli.train_config(train.parse_args(["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d",
-                                              "--output_dir", "o"]), 128).compute_type == "fp32"
+                                              "--output_dir", "o"])).compute_type == "fp32"

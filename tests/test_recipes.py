@@ -155,7 +155,7 @@ def test_distillation_lr_defaults_per_task_and_flag_overrides(tmp_path):
     def lr(*extra):
         a = train.parse_args(["--task_name", extra[0], "--teacher_model", "t.ckpt", "--data_dir", "d",
                               "--output_dir", "o", *extra[1:]])
-        return cli.train_config(a, 128).learning_rate
+        return cli.train_config(a).learning_rate
 
     assert (lr("rte"), lr("sts-b"), lr("mrpc"), lr("sst-2")) == (5e-5, 1e-4, 1e-4, 1e-4)
     assert (lr("rte", "--learning_rate", "2e-5"), lr("sts-b", "--learning_rate", "3e-5")) == (2e-5, 3e-5)
@@ -174,7 +174,7 @@ def test_bucket_variants_of_ema_and_ste_mask_reach_the_configs():
     def configs(recipe):
         a = train.parse_args(["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d",
                               "--output_dir", "o", *run_recipes.RECIPES[recipe][0]])
-        return cli.quant_config(a), cli.distill_config(a), cli.train_config(a, 128)
+        return cli.quant_config(a), cli.distill_config(a), cli.train_config(a)
 
     q, d, t = configs("2-2-8-buckets-ema")
     assert (q.act_mode, q.ste_mask, d.token_mean, t.bucket_width) == ("asymmetric_ema", True, True, 16)
