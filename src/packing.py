@@ -23,7 +23,6 @@ import struct
 from typing import Dict, List, Tuple
 
 import numpy as np
-import mindspore as ms
 from mindspore import nn
 
 from .checkpoint import CheckpointError, build_network, load_into, named_params, quant_state_names
