@@ -414,7 +414,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.teacher_bucket_width < 0:
         ap.error(f"--teacher_bucket_width must be >= 0 (0 = padded batches), got {args.teacher_bucket_width}")
-    setup_logging()
+    setup_logging(sys.stderr)
     if args.render:
         table, svg = render(args.results, args.readme, args.svg)
         print(table)

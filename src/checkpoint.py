@@ -252,7 +252,7 @@ def main_import(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     from .logs import setup_logging
-    setup_logging()
+    setup_logging(sys.stderr)
     try:
         run = import_hf(args.hf_dir or default_backbone_dir(), args.task_name, args.output,
                         args.seed, args.overwrite)

@@ -354,7 +354,7 @@ def main(argv=None) -> int:
     g.add_argument("--hf_dir", default=None,
                    help="backbone whose word embeddings pick replacements (default: the MiniLM-L6 package)")
     args = ap.parse_args(argv)
-    setup_logging()
+    setup_logging(sys.stderr)
     spec = get_task(args.task_name)
     try:
         augment = embeddings_dir = None

@@ -7,7 +7,8 @@ FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 def setup_logging(stream=None) -> None:
-    """INFO and above to ``stream`` (default stdout; predict.py keeps stdout for its output)."""
+    """INFO and above to ``stream``: stdout for the training entry points, stderr for the data
+    scripts, the recipe runner and predict.py (whose stdout may carry predictions)."""
     logging.basicConfig(level=logging.INFO, handlers=[logging.StreamHandler(stream or sys.stdout)], force=True,
                         format=FORMAT)
 
