@@ -129,7 +129,7 @@ def distill(task: str, teacher: str, job: Job, student: Optional[str] = None,
         raise ValueError(f"{teacher} is quantized ({t_run.quant.name}); the teacher must be full precision")
     s_net, s_run = load_network(student or teacher, quant=quant, dropout=0.0)
     if s_run.task != task:
-        raise ValueError(f"{student} is a {s_run.task} model, not {task}")
+        raise ValueError(f"{student or teacher} is a {s_run.task} model, not {task}")
     run = RunConfig(task=task, model=s_run.model, quant=quant, distill=distillation, train=train)
     steps = total_steps(job.data_dir, train, group_size)
     opt = build_optimizer(s_net, train, steps, quant)

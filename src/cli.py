@@ -179,17 +179,17 @@ def job(args):
 
 
 def train_config(args) -> TrainConfig:
-    """The schedule of the flags (max_seq_length: the records', set by the api)."""
-    spec = get_task(args.task_name)
-    lr = args.learning_rate if args.learning_rate is not None else spec.distill_lr
-    return TrainConfig(learning_rate=lr, epochs=args.epoch_size,
-                       batch_size=args.train_batch_size or spec.batch_size,
-                       warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
-                       seed=args.seed, eval_steps=args.eval_step,
-                       max_steps=args.max_steps, bucket_width=args.bucket_width,
-                       save_ckpt_steps=args.save_ckpt_step, keep_ckpt_max=args.max_ckpt_num,
-                       compute_type=args.compute_type, loss_scale=args.loss_scale_value,
-                       loss_scale_window=args.scale_window)
+    """The schedule of the flags over the task table's (api.task_train_config; max_seq_length:
+    the records', set by the api)."""
+    from .api import task_train_config
+    given = {"learning_rate": args.learning_rate, "batch_size": args.train_batch_size}
+    return task_train_config(args.task_name, **{k: v for k, v in given.items() if v is not None},
+                             epochs=args.epoch_size, warmup_ratio=args.warmup_ratio,
+                             weight_decay=args.weight_decay, seed=args.seed, eval_steps=args.eval_step,
+                             max_steps=args.max_steps, bucket_width=args.bucket_width,
+                             save_ckpt_steps=args.save_ckpt_step, keep_ckpt_max=args.max_ckpt_num,
+                             compute_type=args.compute_type, loss_scale=args.loss_scale_value,
+                             loss_scale_window=args.scale_window)
 
 
 def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size", "stop_after",
