@@ -2,6 +2,8 @@
 
     python export.py --checkpoint out/student/best.ckpt --output out/export/student
     python export.py --checkpoint out/export/student.tbq --output out/export/again --file_format ONNX
+    python export.py --checkpoint out/student/best.ckpt --output out/export/fast --file_format ONNX \
+        --calibration_data data/sts-b-128      # fixed activation ranges: the fastest ONNX model
 
 Writes, by default, all of:
   student.onnx   integer ONNX model (int8 GEMMs in ONNX Runtime, ternary codes stored at 1.6 bits)
@@ -40,6 +42,15 @@ def parse_args(argv=None):
     ap.add_argument("--onnx_ops", default="onnxruntime", choices=["onnxruntime", "standard"],
                     help="integer layers as ONNX Runtime's fused MatMulIntegerToFloat (default), or as "
                          "standard ONNX operators only (MatMulInteger, Cast, Mul), for other runtimes")
+    ap.add_argument("--calibration_data", default=None,
+                    help="a records folder (scripts/convert_glue.py): the ONNX model's activation ranges are "
+                         "then fixed, measured on its training split, instead of computed per call "
+                         "(faster; predictions no longer depend on the rest of the batch). act_mode "
+                         "symmetric only: learned and EMA ranges are fixed already")
+    ap.add_argument("--calibration_batches", type=cli.positive_int, default=16,
+                    help="batches (of the training batch size) that --calibration_data measures")
+    ap.add_argument("--calibration_split", default="train", help="the split of --calibration_data to read")
+    ap.add_argument("--dataset_type", default="mindrecord", choices=["mindrecord", "tfrecord"])
     ap.add_argument("--batch_size", type=cli.non_negative_int, default=0, help="MINDIR/AIR: 0 = dynamic")
     ap.add_argument("--seq_length", type=cli.non_negative_int, default=0, help="MINDIR/AIR: 0 = dynamic")
     ap.add_argument("--side_dtype", default="fp32", choices=["fp32", "fp16"],
@@ -51,6 +62,8 @@ def parse_args(argv=None):
         if len(args.file_format) > 1:
             ap.error("--file_format NONE cannot be combined with other formats")
         args.file_format = []
+    if args.calibration_data is not None and "ONNX" not in args.file_format:
+        ap.error("--calibration_data fixes the ONNX model's activation ranges: add ONNX to --file_format")
     if "AIR" in args.file_format and args.device_target != "Ascend":
         ap.error("--file_format AIR needs --device_target Ascend (an Ascend backend)")
     return args
@@ -64,7 +77,9 @@ def main(argv=None):
     set_context(args.device_target, args.device_id, "graph")
     written = api.export(args.checkpoint, args.output, formats=args.file_format, packed=args.packed,
                          side_dtype=args.side_dtype, pack_codes=args.onnx_codes == "base3",
-                         onnx_ops=args.onnx_ops, batch_size=args.batch_size, seq_length=args.seq_length)
+                         onnx_ops=args.onnx_ops, batch_size=args.batch_size, seq_length=args.seq_length,
+                         calibration_data=args.calibration_data, calibration_batches=args.calibration_batches,
+                         calibration_split=args.calibration_split, dataset_type=args.dataset_type)
     for p in written:
         logger.info("wrote %s (%d bytes)", p, os.path.getsize(p))
     return written

@@ -1,5 +1,6 @@
-"""Dev metric of a trained student from every file kind: checkpoint, packed .tbq, frozen MINDIR
-and integer ONNX (the same records, batches and metric code as eval.py).
+"""Dev metric of a trained student from every file kind: checkpoint, packed .tbq, frozen MINDIR,
+integer ONNX and the ONNX with calibrated activation ranges (the same records, batches and metric
+code as eval.py).
 
     python benchmarks/deploy_accuracy.py --checkpoint runs/bench/sts-b/RUN/best.ckpt \
         --data_dir runs/bench/sts-b/data-128 --output_dir runs/deploy/sts-b
@@ -26,22 +27,30 @@ def main(argv=None):
     ap.add_argument("--data_dir", required=True)
     ap.add_argument("--output_dir", required=True)
     ap.add_argument("--eval_batch_size", type=int, default=32)
+    ap.add_argument("--calibration_batches", type=int, default=16,
+                    help="also an ONNX model with activation ranges calibrated on this many training batches "
+                         "of --data_dir (export.py --calibration_data); 0: not")
     ap.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results", "deploy_accuracy.jsonl"))
     args = ap.parse_args(argv)
     import numpy as np
     from common import provenance
     from src.config import get_task
-    from src.deploy import export_artifacts, load_network_any, load_predictor
+    from src import api
+    from src.deploy import load_predictor
     from src.metrics import compute_metrics
     from src.trainer import predict_records, set_context
     set_context("CPU", 0, "graph")
     base = os.path.join(args.output_dir, "student")
     if not os.path.isfile(base + ".manifest.json"):
-        net, run = load_network_any(args.checkpoint)
-        net.set_train(False)
-        export_artifacts(net, run, base, vocab_from=os.path.join(os.path.dirname(args.checkpoint), "vocab.txt"))
+        api.export(args.checkpoint, base)
     kinds = {"checkpoint": args.checkpoint, "tbq": base + ".tbq", "frozen MINDIR": base + ".mindir",
              "ONNX": base + ".onnx"}
+    if args.calibration_batches:
+        calibrated = os.path.join(args.output_dir, "calibrated")
+        if not os.path.isfile(calibrated + ".manifest.json"):
+            api.export(args.checkpoint, calibrated, formats=("ONNX",), packed=False, calibration_data=args.data_dir,
+                       calibration_batches=args.calibration_batches)
+        kinds["ONNX (calibrated)"] = calibrated + ".onnx"
     out, logits = {}, {}
     for kind, path in kinds.items():
         t0 = time.time()
@@ -51,7 +60,7 @@ def main(argv=None):
         logits[kind] = lg
         out[kind] = {"file": os.path.abspath(path), "bytes": os.path.getsize(path), "seconds": round(time.time() - t0, 1),
                      **{k: v for k, v in m.items() if k != "select"}}
-        print(f"{kind:14s} " + " ".join(f"{k} {v:.5f}" for k, v in m.items() if isinstance(v, float)), flush=True)
+        print(f"{kind:18s} " + " ".join(f"{k} {v:.5f}" for k, v in m.items() if isinstance(v, float)), flush=True)
     task = model.run.task
     spec = get_task(task)
     ref = logits["checkpoint"]

@@ -167,14 +167,44 @@ def evaluate(model: str, data_dir: str, split: str = "dev", batch_size: int = 64
             "data_dir": os.path.abspath(data_dir), **metrics}
 
 
-def export(checkpoint: str, output: str, formats: Sequence[str] = ("ONNX", "MINDIR"), **options) -> list:
+def sample_batches(records_dir: str, task: str, batch_size: int, n: int, split: str = "train",
+                        dataset_type: str = "mindrecord", seed: int = 0) -> list:
+    """The first ``n`` batches of a seeded shuffle of a records split, as numpy (input_ids,
+    input_mask, segment_ids) int32 [batch_size, S]: what export's calibration measures ranges on."""
+    from .dataset import check_records, create_dataset
+    check_records(records_dir, task)
+    data = create_dataset(records_dir, split, task, batch_size, dataset_type, training=True, seed=seed)
+    batches = []
+    for b in data.create_dict_iterator(num_epochs=1, output_numpy=True):
+        if len(batches) == n:
+            break
+        batches.append((b["input_ids"], b["input_mask"], b["segment_ids"]))
+    if not batches:
+        raise ValueError(f"{records_dir}: the {split} split has fewer than {batch_size} examples, "
+                         f"not one calibration batch")
+    return batches
+
+
+def export(checkpoint: str, output: str, formats: Sequence[str] = ("ONNX", "MINDIR"),
+           calibration_data: Optional[str] = None, calibration_batches: int = 16,
+           calibration_split: str = "train", dataset_type: str = "mindrecord", **options) -> list:
     """Write the deployment files of a .ckpt or .tbq (``src.deploy.export_artifacts``'s options:
-    packed, side_dtype, pack_codes, onnx_ops, batch_size, seq_length). Returns their paths."""
+    packed, side_dtype, pack_codes, onnx_ops, batch_size, seq_length). Returns their paths.
+
+    calibration_data: a records folder; the ONNX model's symmetric activation quantizers then get
+    fixed ranges, the largest each computes over ``calibration_batches`` batches of its
+    ``calibration_split`` at the training batch size (see onnx_export.calibrate)."""
     from .deploy import export_artifacts, load_network_any
     net, run = load_network_any(checkpoint)
     if checkpoint.endswith(".tbq"):  # the file's own codes: nothing is quantized again
         from .packing import read_packed_codes
         options.setdefault("codes", read_packed_codes(checkpoint)[2])
     net.set_train(False)
+    if calibration_data is not None:
+        batch = run.train.batch_size if run.train is not None else get_task(run.task).batch_size
+        options["calibration"] = sample_batches(calibration_data, run.task, batch, calibration_batches,
+                                                     calibration_split, dataset_type)
+        options["calibration_source"] = (f"{len(options['calibration'])} batches of {batch} from the "
+                                         f"{calibration_split} split of {os.path.abspath(calibration_data)}")
     vocab = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "vocab.txt")
     return export_artifacts(net, run, output, formats=tuple(formats), vocab_from=vocab, **options)

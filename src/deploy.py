@@ -17,6 +17,7 @@ The ONNX path imports neither MindSpore nor onnx: a deployed process needs onnxr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from typing import Callable, Dict, Optional
@@ -25,6 +26,8 @@ import numpy as np
 
 from .config import RunConfig, atomic_write_text, config_path_for
 from .glue import sha256_file as sha256_of
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("MINDIR", "ONNX", "AIR")
 
@@ -86,15 +89,22 @@ def export_mindir(frozen, base: str, file_format: str = "MINDIR", batch_size: in
 def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"), packed: bool = True,
                      codes: Optional[Dict[str, tuple]] = None, side_dtype: str = "fp32",
                      pack_codes: bool = True, onnx_ops: str = "onnxruntime", batch_size: int = 0,
-                     seq_length: int = 0, vocab_from: Optional[str] = None) -> list:
+                     seq_length: int = 0, vocab_from: Optional[str] = None, calibration=None,
+                     calibration_source: str = "") -> list:
     """Write the deployment files of ``net`` (see the module docstring). Returns their paths.
 
     codes: the (bits, scale, codes) of the quantized weights when they are known already (a .tbq
     source); by default computed from ``net`` with quantize_weight.
+    calibration: sample batches (numpy input_ids, input_mask, segment_ids); the ONNX model then has
+    fixed activation ranges measured on them (onnx_export.calibrate), described by
+    ``calibration_source`` in its metadata. The MINDIR keeps the per-call ranges of eval.py.
     """
     from .packing import freeze, quantized_tensors, save_packed, size_report
     from .tinybert_model import quantized_cells
     os.makedirs(os.path.dirname(os.path.abspath(base)) or ".", exist_ok=True)
+    if calibration is not None and "ONNX" not in formats:
+        raise ValueError("calibration fixes the ONNX model's activation ranges, and no ONNX file is written "
+                         "(add ONNX to the file formats)")
     trained = bool(quantized_cells(net))  # False: already frozen (rebuilt from a .tbq)
     if codes is None:
         if not trained and (run.quant.weight_bits < 32 or run.quant.embedding_bits < 32):
@@ -103,9 +113,13 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
     written = []
     for fmt in formats:
         if fmt == "ONNX":
-            from .onnx_export import export_onnx
+            from .onnx_export import calibrate, export_onnx
+            ranges = None
+            if calibration is not None:
+                ranges, n = calibrate(net, run, codes, calibration, onnx_ops)
+                logger.info("calibrated %d activation ranges on %s", len(ranges), calibration_source or f"{n} batches")
             written.append(export_onnx(net, run, base + ".onnx", codes=codes, pack_codes=pack_codes,
-                                       ops=onnx_ops))
+                                       ops=onnx_ops, act_ranges=ranges, calibration=calibration_source))
         elif fmt in ("MINDIR", "AIR"):
             frozen = freeze(net, run) if trained else net
             written.append(export_mindir(frozen, base, fmt, batch_size, seq_length))

@@ -45,6 +45,8 @@ OPS = ("onnxruntime", "standard")
 # erf GELU's minimum is -0.16997 (at x = -0.7518): a bound its outputs never go below
 GELU_MIN = -0.17
 
+RANGE_PREFIX = "range:"  # calibration: graph outputs holding the per-call range of a quantizer
+
 _TERNARY_TABLE = ((np.arange(243)[:, None] // np.array([1, 3, 9, 27, 81])[None, :]) % 3 - 1).astype(np.int8)
 
 
@@ -73,14 +75,22 @@ class _QAct:
 
 
 class _Graph:
-    """A thin writer over onnx.helper: unique names, initializers, one-output nodes."""
+    """A thin writer over onnx.helper: unique names, initializers, one-output nodes.
 
-    def __init__(self):
+    act_names: {id(ActQuant cell): its name in the network}; act_ranges: {name: fixed range m} for
+    the symmetric quantizers (calibrated), or None (per-call ranges). range_tensors collects, per
+    quantizer name, the tensor holding its per-call range m (what calibration reads)."""
+
+    def __init__(self, act_names: Optional[Dict[int, str]] = None,
+                 act_ranges: Optional[Dict[str, float]] = None):
         onnx = import_onnx()
         from onnx import helper, numpy_helper
         self.onnx, self.helper, self.numpy_helper = onnx, helper, numpy_helper
         self.nodes, self.inits, self.value_info, self._n = [], [], [], 0
         self._consts: Dict[Tuple, str] = {}
+        self.act_names = act_names or {}
+        self.act_ranges = act_ranges
+        self.range_tensors: Dict[str, str] = {}
 
     def name(self, hint: str) -> str:
         self._n += 1
@@ -162,7 +172,10 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
     lower: a bound x never goes below (GELU outputs, probabilities), or None. Where the range's
     lower end -c is at most that bound, clipping x to [-c, c] changes nothing that QuantizeLinear's
     saturation does not: above c, round(x / s) >= 127 saturates to code 127 = round(c / s). The
-    Clip (a full pass over x) is then left out, with the same codes."""
+    Clip (a full pass over x) is then left out, with the same codes.
+
+    Symmetric quantizers with a calibrated range (``g.act_ranges``): the same formula with m fixed,
+    so values beyond m saturate at code +-127 as values beyond c do per call."""
     from .quant import ActQuant
     assert isinstance(aq, ActQuant)
     fq = aq.fq
@@ -170,6 +183,15 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
     u8 = np.uint8
     if fq.bits != 8:
         raise OnnxExportError(f"{fq.bits}-bit activations cannot be exported (8 only)")
+    if aq.mode == "symmetric" and g.act_ranges is not None:
+        name = g.act_names[id(aq)]
+        if name not in g.act_ranges:
+            raise OnnxExportError(f"no calibrated range for the activation quantizer {name}")
+        m = np.float32(max(float(g.act_ranges[name]), 1e-30))  # training keeps m >= 1e-30 too
+        xc = x if fq.bounded or (lower is not None and lower >= -m) else g.op(
+            "Clip", [x, g.const(-m), g.const(m)])
+        return _QAct(g.op("QuantizeLinear", [xc, g.const(m / np.float32(levels)), g.const(ZP, u8)]), ZP,
+                     g.const(m / np.float32(levels)))
     if aq.mode == "symmetric":
         if fq.bounded:  # softmax probabilities, in [0, 1]: no clip
             xc = x
@@ -181,6 +203,8 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
                 "Clip", [x, g.const(-fq.clip), g.const(fq.clip)])
         # No guard against m = 0 (training keeps m >= 1e-30): then x is all zeros and s = 0, and every
         # consumer multiplies the codes by s (DequantizeLinear, MatMulIntegerToFloat): 0, as in training.
+        if id(aq) in g.act_names:
+            g.range_tensors[g.act_names[id(aq)]] = m
         s = g.op("Div", [m, g.const(levels)])
         return _QAct(g.op("QuantizeLinear", [xc, s, g.const(ZP, u8)]), ZP, s)
     if aq.mode == "learned":
@@ -343,19 +367,26 @@ def _attention(w: _Writer, prefix: str, cell, x: str, mask_add: str, cfg) -> str
     return g.op("Reshape", [ctx, g.const([0, 0, cfg.hidden_size], np.int64)])
 
 
-def build_model(net, run, codes: Dict[str, tuple], pack_codes: bool = True, ops: str = "onnxruntime"):
+def build_model(net, run, codes: Dict[str, tuple], pack_codes: bool = True, ops: str = "onnxruntime",
+                act_ranges: Optional[Dict[str, float]] = None, range_outputs: bool = False):
     """The ONNX ModelProto of ``net`` (a BertForSequenceClassification in eval mode).
 
     codes: {weight name: (bits, scale, codes)} of every quantized weight (``quantized_tensors``).
     ops: "onnxruntime" writes the integer layers as ONNX Runtime's MatMulIntegerToFloat (its
     com.microsoft domain); "standard" only standard ONNX operators (MatMulInteger, Cast, Mul, Add),
     for other runtimes: the same values, slower in ONNX Runtime when activation ranges are fixed.
+    act_ranges: fixed ranges of the symmetric activation quantizers ({name in the network: m},
+    from ``calibrate``), or None: ranges computed per call as in training.
+    range_outputs: the per-call range of every symmetric quantizer becomes a graph output too
+    (named ``range:<quantizer>``; calibration reads them).
     Inputs input_ids, input_mask, segment_ids: int32 [batch, seq] (both dynamic); output logits
     float32 [batch, num_labels].
     """
     from onnx import TensorProto
     from .checkpoint import named_params
-    g = _Graph()
+    from .quant import ActQuant
+    act_names = {id(c): n for n, c in net.cells_and_names() if isinstance(c, ActQuant)}
+    g = _Graph(act_names, act_ranges)
     cfg = run.model
     params = {n: p.asnumpy() for n, p in named_params(net).items()}
     if ops not in OPS:
@@ -399,8 +430,12 @@ def build_model(net, run, codes: Dict[str, tuple], pack_codes: bool = True, ops:
     logits = g.op("Add", [g.op("MatMul", [pooled, g.init("classifier.weight", params["classifier.weight"].T)]),
                           g.init("classifier.bias", params["classifier.bias"])])
     g.nodes.append(g.helper.make_node("Identity", [logits], ["logits"], name="logits"))
-    out = g.helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", cfg.num_labels])
-    graph = g.helper.make_graph(g.nodes, f"ternarybert_{run.task}_{run.quant.name}", inputs, [out], g.inits,
+    outs = [g.helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", cfg.num_labels])]
+    if range_outputs:
+        for name, t in g.range_tensors.items():
+            g.nodes.append(g.helper.make_node("Identity", [t], [RANGE_PREFIX + name], name=g.name("range")))
+            outs.append(g.helper.make_tensor_value_info(RANGE_PREFIX + name, TensorProto.FLOAT, []))
+    graph = g.helper.make_graph(g.nodes, f"ternarybert_{run.task}_{run.quant.name}", inputs, outs, g.inits,
                                  value_info=g.value_info)
     opsets = [g.helper.make_opsetid("", OPSET)]
     if any(n.domain == MS_DOMAIN for n in g.nodes):
@@ -416,6 +451,42 @@ def build_model(net, run, codes: Dict[str, tuple], pack_codes: bool = True, ops:
 # the entry). Protobuf serializes fields in number order and metadata_props (14) is the last field
 # this writer fills, so the entry is a fixed-size suffix: a reader checks it without parsing.
 _SUM_KEY = b"content_sha256"
+
+
+def calibrate(net, run, codes: Dict[str, tuple], batches, ops: str = "onnxruntime") -> Tuple[Dict[str, float], int]:
+    """Fixed ranges for the symmetric (per-call) activation quantizers, from sample batches.
+
+    Each quantizer gets the largest range m that it computes for any of ``batches`` (iterable of
+    numpy (input_ids, input_mask, segment_ids) int32 [B, S]): m = min(max|x|, act_clip), or max x
+    for softmax probabilities, as training computes it per batch. The model is run by ONNX Runtime,
+    in the graph that export_onnx writes without calibration. Returns ({quantizer name: m}, number
+    of batches)."""
+    q = run.quant
+    if q.act_bits >= 32:
+        raise OnnxExportError("calibration fixes activation ranges, and this model's activations are float")
+    if q.act_mode != "symmetric":
+        raise OnnxExportError(f"calibration fixes the per-batch ranges of act_mode symmetric; this model's "
+                              f"ranges ({q.act_mode}) are fixed already and are exported as they are")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeError(f"calibration runs the model in onnxruntime, part of {DEPLOY_EXTRA}") from None
+    from .deploy import session_options
+    net.set_train(False)
+    model = build_model(net, run, codes, pack_codes=False, ops=ops, range_outputs=True)
+    session = ort.InferenceSession(model.SerializeToString(), session_options(),
+                                   providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs() if o.name.startswith(RANGE_PREFIX)]
+    top, n = None, 0
+    for ids, mask, seg in batches:
+        feed = {"input_ids": np.asarray(ids, np.int32), "input_mask": np.asarray(mask, np.int32),
+                "segment_ids": np.asarray(seg, np.int32)}
+        m = np.array([float(v) for v in session.run(names, feed)], np.float64)  # [quantizers]
+        top = m if top is None else np.maximum(top, m)
+        n += 1
+    if not n:
+        raise ValueError("calibration needs at least one batch, and got none")
+    return {name[len(RANGE_PREFIX):]: float(v) for name, v in zip(names, top)}, n
 
 
 def _checksum_entry(hexdigest: str) -> bytes:
@@ -438,20 +509,27 @@ def check_bytes(raw: bytes, path: str) -> None:
 
 
 def export_onnx(net, run, path: str, codes: Optional[Dict[str, tuple]] = None, pack_codes: bool = True,
-                ops: str = "onnxruntime") -> str:
-    """Write ``net`` as a self-describing ONNX file at ``path`` (atomically). Returns the path."""
+                ops: str = "onnxruntime", act_ranges: Optional[Dict[str, float]] = None,
+                calibration: str = "") -> str:
+    """Write ``net`` as a self-describing ONNX file at ``path`` (atomically). Returns the path.
+
+    act_ranges (from ``calibrate``): fixed ranges for the symmetric activation quantizers, recorded in
+    the file's metadata with ``calibration`` (what they were measured on)."""
     from .config import atomic_write_bytes
     onnx = import_onnx()
     from .packing import quantized_tensors
     if codes is None:
         codes = quantized_tensors(net, run.quant)
     net.set_train(False)
-    model = build_model(net, run, codes, pack_codes, ops)
+    model = build_model(net, run, codes, pack_codes, ops, act_ranges)
     # shapes of the intermediate tensors: ONNX Runtime's fusions (SkipLayerNormalization, ...) need them
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.checker.check_model(model)
-    onnx.helper.set_model_props(model, {"format": FORMAT, "run_config": json.dumps(run.to_dict(), sort_keys=True),
-                                        "codes": "base3" if pack_codes else "int8", "ops": ops})
+    props = {"format": FORMAT, "run_config": json.dumps(run.to_dict(), sort_keys=True),
+             "codes": "base3" if pack_codes else "int8", "ops": ops}
+    if act_ranges is not None:
+        props["calibration"] = json.dumps({"source": calibration, "ranges": act_ranges}, sort_keys=True)
+    onnx.helper.set_model_props(model, props)
     body = model.SerializeToString()
     atomic_write_bytes(path, body + _checksum_entry(hashlib.sha256(body).hexdigest()))
     return path

@@ -377,3 +377,104 @@ def test_float_onnx_holds_weights_that_quantize_dynamic_quantizes(tmp_path, pyna
     ids, mask, seg = tiny_batch(rng, b=2, s=9)
     np.testing.assert_allclose(OnnxPredictor(src)(ids, mask, seg),
                                LogitsOnly(net)(T(ids), T(mask), T(seg)).asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+def _act_quant_names(net):
+    from src.quant import ActQuant
+    return {n: c for n, c in net.cells_and_names() if isinstance(c, ActQuant)}
+
+
+def test_calibrated_ranges_are_the_largest_per_batch_range(pynative):
+    """calibrate() gives every symmetric quantizer the largest range it computes over the batches:
+    min(max|x|, c), or max x for probabilities, read here from the MindSpore network's own inputs
+    to each quantizer (forward hooks), not from the ONNX graph."""
+    from src.onnx_export import calibrate
+    from src.packing import quantized_tensors
+    rng = np.random.RandomState(7)
+    net, run = _student(QuantConfig(act_clip=1.5), rng)
+    cells = _act_quant_names(net)
+    seen = {n: [] for n in cells}
+    for name, cell in cells.items():
+        def hook(c, inputs, name=name):
+            x = inputs[0].asnumpy()
+            seen[name].append(x.max() if c.fq.bounded else min(np.abs(x).max(), c.fq.clip))
+        cell.register_forward_pre_hook(hook)
+    batches = list(_batches(rng))
+    fwd = LogitsOnly(net)
+    for ids, mask, seg in batches:
+        fwd(T(ids), T(mask), T(seg))
+    ranges, n = calibrate(net, run, quantized_tensors(net, run.quant), batches)
+    assert n == len(batches) and sorted(ranges) == sorted(cells)
+    expect = {name: max(v) for name, v in seen.items()}
+    for name in cells:
+        np.testing.assert_allclose(ranges[name], expect[name], rtol=1e-6, err_msg=name)
+    # both sides of the clip are exercised: some ranges are clipped at c, some are below it
+    vals = np.array([expect[n] for n in cells if not cells[n].fq.bounded])
+    assert (vals == np.float32(1.5)).any() and (vals < 1.4).any(), vals
+
+
+def test_calibrated_onnx_equals_a_network_with_those_fixed_ranges(tmp_path, pynative):
+    """The ONNX model with calibrated ranges computes what the network computes with each quantizer's
+    range fixed there: the learned-range network (act_mode learned, clip = the calibrated range)."""
+    from src.onnx_export import calibrate, export_onnx, read_onnx
+    from src.packing import quantized_tensors
+    rng = np.random.RandomState(8)
+    net, run = _student(QuantConfig(), rng)
+    codes = quantized_tensors(net, run.quant)
+    ranges, _ = calibrate(net, run, codes, list(_batches(rng)))
+    path = export_onnx(net, run, str(tmp_path / "c.onnx"), codes=codes, act_ranges=ranges, calibration="test")
+    model, _ = read_onnx(path)
+    assert not [n for n in model.graph.node if n.op_type in ("ReduceMax", "Abs")]  # no per-call ranges
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["calibration"])
+    assert meta == {"source": "test", "ranges": ranges}
+    twin = BertForSequenceClassification(run.model, QuantConfig(act_mode="learned"))
+    src = dict(net.parameters_and_names())
+    names = _act_quant_names(twin)
+    for n, p in twin.parameters_and_names():
+        if n.endswith(".clip"):
+            p.set_data(T(np.array([ranges[n[:-len(".clip")]]], np.float32)))
+        else:
+            p.set_data(src[n].data.copy())
+    assert len(names) == len(ranges)
+    twin.set_train(False)
+    onnx_model, fwd = OnnxPredictor(path), LogitsOnly(twin)
+    for ids, mask, seg in _batches(np.random.RandomState(9)):  # new inputs: ranges exceeded in places
+        np.testing.assert_allclose(onnx_model(ids, mask, seg), fwd(T(ids), T(mask), T(seg)).asnumpy(),
+                                   rtol=1e-5, atol=1e-5)
+    # and the calibrated ranges matter: the per-call model gives other logits on a batch of one
+    per_call = OnnxPredictor(export_onnx(net, run, str(tmp_path / "p.onnx"), codes=codes))
+    assert np.abs(per_call(ids[:1], mask[:1], seg[:1]) - onnx_model(ids[:1], mask[:1], seg[:1])).max() > 1e-4
+
+
+def test_calibration_is_refused_where_ranges_are_fixed_or_float(pynative):
+    from src.onnx_export import OnnxExportError, calibrate
+    from src.packing import quantized_tensors
+    rng = np.random.RandomState(10)
+    for quant, words in ((QuantConfig(act_mode="learned"), "learned"), (QuantConfig(act_bits=32), "float")):
+        net, run = _student(quant, rng)
+        with pytest.raises(OnnxExportError, match=words):
+            calibrate(net, run, quantized_tensors(net, run.quant), list(_batches(rng)))
+
+
+def test_export_py_calibrated_onnx_gives_batch_independent_predictions(exported):
+    """export.py --calibration_data: the ONNX model's predictions no longer depend on the rest of the
+    batch (a sentence alone and inside the dev set score the same), unlike the per-call model's."""
+    import export
+    d, _ = exported
+    with pytest.raises(SystemExit):  # calibration is for the ONNX model: refused without it
+        export.parse_args(["--checkpoint", str(d / "student" / "s.ckpt"), "--output", str(d / "x"),
+                           "--file_format", "MINDIR", "--calibration_data", str(d / "data")])
+    written = export.main(["--checkpoint", str(d / "student" / "s.ckpt"), "--output", str(d / "cal" / "s"),
+                           "--file_format", "ONNX", "--no_packed", "--calibration_data", str(d / "data"),
+                           "--calibration_split", "dev", "--calibration_batches", "1"])
+    assert sorted(os.path.basename(p) for p in written) == ["s.json", "s.manifest.json", "s.onnx", "vocab.txt"]
+    model, _ = __import__("src.onnx_export", fromlist=["read_onnx"]).read_onnx(str(d / "cal" / "s.onnx"))
+    source = json.loads({p.key: p.value for p in model.metadata_props}["calibration"])["source"]
+    assert source.startswith("1 batches of 32 from the dev split of ")
+    from src.trainer import predict_records
+    for path, independent in ((d / "cal" / "s.onnx", True), (d / "exp" / "s.onnx", False)):
+        m = load_predictor(str(path))
+        whole, _ = predict_records(m, str(d / "data"), "sst-2", 37, "mindrecord")
+        alone, _ = predict_records(m, str(d / "data"), "sst-2", 1, "mindrecord")
+        diff = np.abs(whole - alone).max()
+        assert (diff < 1e-5) if independent else (diff > 1e-4), (path, diff)
