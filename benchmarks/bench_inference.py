@@ -8,6 +8,8 @@ Artifacts, for the MiniLM-L6 shape (6 x 384) and the BERT-base shape (12 x 768):
   fp32 MINDIR          the full-precision network, ms.export, run by mindspore.load + nn.GraphCell
   2-2-8 frozen MINDIR  export.py's MINDIR of the ternary student (weights fixed at q(w))
   2-2-8 ONNX           export.py's integer ONNX model, ONNX Runtime
+  2-2-8 ONNX (calibrated) the same student exported with fixed activation ranges measured on sample
+                       batches (export.py --calibration_data; here 4 batches of 32 x 128 random tokens)
   2-2-8 ONNX (learned) the same student trained with --act_mode learned: fixed activation ranges, no
                        per-call range search (speed only: its clips are left at their initial values)
   fp32 ONNX            the full-precision network as ONNX (same writer, float config), ONNX Runtime
@@ -39,11 +41,11 @@ SHAPES = {
     "BERT-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
 INPUTS = [(1, 128), (8, 128), (1, 32)]
-ARTIFACTS = ["fp32 MINDIR", "2-2-8 frozen MINDIR", "2-2-8 ONNX", "2-2-8 ONNX (learned)", "fp32 ONNX",
-             "int8 ONNX (dynamic)"]
+ARTIFACTS = ["fp32 MINDIR", "2-2-8 frozen MINDIR", "2-2-8 ONNX", "2-2-8 ONNX (calibrated)", "2-2-8 ONNX (learned)",
+             "fp32 ONNX", "int8 ONNX (dynamic)"]
 FILES = {"fp32 MINDIR": "fp32.mindir", "2-2-8 frozen MINDIR": "student.mindir", "2-2-8 ONNX": "student.onnx",
-         "2-2-8 ONNX (learned)": "student_learned.onnx", "fp32 ONNX": "fp32.onnx",
-         "int8 ONNX (dynamic)": "int8_dynamic.onnx"}
+         "2-2-8 ONNX (calibrated)": "student_calibrated.onnx", "2-2-8 ONNX (learned)": "student_learned.onnx",
+         "fp32 ONNX": "fp32.onnx", "int8 ONNX (dynamic)": "int8_dynamic.onnx"}
 
 
 def cpu_info() -> dict:
@@ -133,7 +135,8 @@ def build(model_name: str, folder: str, teacher: str = None, student: str = None
     from src.checkpoint import load_network
     from src.config import BertConfig, QuantConfig, RunConfig
     from src.deploy import export_artifacts, export_mindir
-    from src.onnx_export import export_onnx
+    from src.onnx_export import calibrate, export_onnx
+    from src.packing import quantized_tensors
     from src.tinybert_model import BertForSequenceClassification
     from onnxruntime.quantization import QuantType, quantize_dynamic
     os.makedirs(folder, exist_ok=True)
@@ -162,6 +165,14 @@ def build(model_name: str, folder: str, teacher: str = None, student: str = None
     lnet.set_train(False)
     export_artifacts(snet, srun, os.path.join(folder, "student"), formats=("ONNX", "MINDIR"))
     export_onnx(lnet, lrun, os.path.join(folder, "student_learned.onnx"))
+    if srun.quant.act_mode == "symmetric":
+        rng = np.random.RandomState(1)
+        batches = [(rng.randint(1000, srun.model.vocab_size, (32, 128)).astype(np.int32), np.ones((32, 128), np.int32),
+                    np.zeros((32, 128), np.int32)) for _ in range(4)]
+        codes = quantized_tensors(snet, srun.quant)
+        ranges, _ = calibrate(snet, srun, codes, batches)
+        export_onnx(snet, srun, os.path.join(folder, "student_calibrated.onnx"), codes=codes, act_ranges=ranges,
+                    calibration="4 batches of 32 x 128 random tokens")
     export_mindir(tnet, os.path.join(folder, "fp32"))
     export_onnx(tnet, trun, os.path.join(folder, "fp32.onnx"))
     quantize_dynamic(os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8_dynamic.onnx"),
