@@ -94,8 +94,9 @@ def steps_of(args, out):
                     *steps(args.student_steps), *buckets, "--token_mean", "--overwrite"]),
         ("eval", [py, "eval.py", *dev, "--checkpoint", os.path.join(student, "best.ckpt"), "--data_dir", data,
                   "--output_file", os.path.join(student, "eval.json")]),
+        # the ONNX model with activation ranges calibrated on the training data: the fast one
         ("export", [py, "export.py", *dev, "--checkpoint", os.path.join(student, "best.ckpt"),
-                    "--output", os.path.join(export, "student")]),
+                    "--output", os.path.join(export, "student"), "--calibration_data", data]),
         # the teacher as fp32 ONNX: the latency baseline of the summary
         ("export_teacher", [py, "export.py", *dev, "--checkpoint", os.path.join(teacher, "best.ckpt"),
                             "--output", os.path.join(export, "teacher"), "--file_format", "ONNX", "--no_packed"]),

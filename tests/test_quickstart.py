@@ -42,6 +42,10 @@ def test_quickstart_runs_every_step_and_continues_after_an_interruption(tmp_path
     assert s["files_bytes"]["student_packed"] == os.path.getsize(out / "export" / "student.tbq")
     assert s["files_bytes"]["student_onnx"] < s["files_bytes"]["teacher_onnx"] / 4
     assert all(v > 0 for v in s["latency_ms_batch1"].values())
+    # the student's ONNX model has fixed activation ranges, calibrated on the quickstart's training records
+    from src.onnx_export import read_onnx
+    meta = {p.key: p.value for p in read_onnx(str(out / "export" / "student.onnx"))[0].metadata_props}
+    assert "the train split of " + str(out / "data") in json.loads(meta["calibration"])["source"]
     for line in ("teacher (fp32)", "student (2-2-8)", "packed 2-bit file", "ONNX Runtime latency"):
         assert line in p.stdout, p.stdout[-2000:]
     # an interruption after the export: a second run redoes only what has no marker
