@@ -11,12 +11,17 @@ import pytest
 from conftest import ROOT, minilm_slice
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import recipes  # noqa: E402
+import recipes_report  # noqa: E402
 import run_recipes  # noqa: E402
 
 
 def _row(task, recipe, seed, teacher, best, packed=5.0, **kw):
-    return dict(task=task, recipe=recipe, seed=seed, learning_rate=1e-4, epochs=3.0, metric="acc",
-                teacher=teacher, best=best, final=best, fp32_MB=90.0, packed_MB=packed, **kw)
+    row = dict(task=task, recipe=recipe, seed=seed, learning_rate=1e-4, epochs=3.0, metric="acc",
+               teacher=teacher, best=best, final=best, fp32_MB=90.0, packed_MB=packed,
+               train_flags=recipes.RECIPES[recipe][0], stage_flags=recipes.STAGES.get(recipe), augment=None)
+    row.update(kw)
+    return row
 
 
 def test_table_mean_spread_gap_and_target(tmp_path):
@@ -29,8 +34,8 @@ def test_table_mean_spread_gap_and_target(tmp_path):
     results = tmp_path / "r.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{run_recipes.BEGIN}\nold\n{run_recipes.END}\nrest\n")
-    table, svg = run_recipes.render(str(results), str(readme), str(tmp_path / "p.svg"))
+    readme.write_text(f"intro\n{recipes_report.BEGIN}\nold\n{recipes_report.END}\nrest\n")
+    table, svg = recipes_report.render(str(results), str(readme), str(tmp_path / "p.svg"))
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
     lines = [ln for ln in table.splitlines() if ln.startswith("| rte") or ln.startswith("| mrpc")]
@@ -45,7 +50,7 @@ def test_table_mean_spread_gap_and_target(tmp_path):
     # well-formed SVG with one point per Figure-1 recipe and lr + the teacher, per task: rte
     # (teacher, 2-2-8 at two lrs, labelled apart) and mrpc (teacher, 8-8-8); no ablation row
     root = ET.parse(svg).getroot()
-    assert set(run_recipes.FIGURE_RECIPES) <= set(run_recipes.RECIPES)  # no stale name in the plot list
+    assert set(recipes_report.FIGURE_RECIPES) <= set(recipes.RECIPES)  # no stale name in the plot list
     circles = [e for e in root.iter() if e.tag.endswith("circle")]
     assert len(circles) == 5
     labels = [e.text or "" for e in root.iter() if e.tag.endswith("text")]
@@ -61,8 +66,8 @@ def test_students_of_different_teachers_are_never_averaged(tmp_path):
     results = tmp_path / "r.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     readme = tmp_path / "README.md"
-    readme.write_text(f"{run_recipes.BEGIN}\n{run_recipes.END}\n")
-    table, svg = run_recipes.render(str(results), str(readme), str(tmp_path / "p.svg"))
+    readme.write_text(f"{recipes_report.BEGIN}\n{recipes_report.END}\n")
+    table, svg = recipes_report.render(str(results), str(readme), str(tmp_path / "p.svg"))
     lines = [ln for ln in table.splitlines() if ln.startswith("| cola")]
     assert len(lines) == 2
     # 28.68 - 24.00 = +4.68; mean(24.99, 26.33) = 25.66, 30.04 - 25.66 = +4.38
@@ -75,11 +80,38 @@ def test_students_of_different_teachers_are_never_averaged(tmp_path):
     assert "2-2-8-buckets, teacher 30.04 (5.0 MB, 25.66)" in labels
 
 
+def test_rows_are_keyed_by_the_flags_they_ran_with(tmp_path):
+    """A row whose recipe name matches but whose flags are not the registry's (measured before the
+    recipe changed) is not "done" for the runner, and is its own table row, labelled with its flags."""
+    ema = recipes.RECIPES["2-2-8-buckets-ema"][0]
+    assert ema == ["--token_mean", "--bucket_width", "16", "--act_mode", "asymmetric_ema", "--act_ema_decay", "0.999"]
+    old_flags = ["--token_mean", "--bucket_width", "16", "--act_mode", "asymmetric_ema"]
+    now = _row("sts-b", "2-2-8-buckets-ema", 42, 0.857, 0.850)
+    before = _row("sts-b", "2-2-8-buckets-ema", 42, 0.857, 0.836, train_flags=old_flags)
+    planned = recipes.planned_key("sts-b", "2-2-8-buckets-ema", 42, 1e-4, 3.0)
+    assert recipes.row_flags_key(now) == planned and recipes.row_flags_key(before) != planned
+    # augmented and two-stage runs: the copies and the stage flags are part of the key
+    aug = _row("cola", "2-2-8-buckets-aug", 1, 0.3, 0.25, augment={"copies": 4, "seed": 0})
+    assert recipes.row_flags_key(aug) == recipes.planned_key("cola", "2-2-8-buckets-aug", 1, 1e-4, 3.0)
+    assert recipes.row_flags_key(dict(aug, augment=None)) == recipes.planned_key("cola", "2-2-8-buckets", 1, 1e-4, 3.0)
+    two = _row("rte", "2-2-8-two-stage", 1, 0.5, 0.5)
+    assert recipes.row_flags_key(two) != recipes.planned_key("rte", "2-2-8", 1, 1e-4, 3.0)
+    results, readme = tmp_path / "r.jsonl", tmp_path / "README.md"
+    results.write_text("".join(json.dumps(r) + "\n" for r in (now, before)))
+    readme.write_text(f"{recipes_report.BEGIN}\n{recipes_report.END}\n")
+    table, _ = recipes_report.render(str(results), str(readme), str(tmp_path / "p.svg"))
+    lines = [ln for ln in table.splitlines() if ln.startswith("| sts-b")]
+    assert len(lines) == 2  # never one mean of the two
+    assert any("| 2-2-8-buckets-ema | " in ln and "| 85.00 |" in ln for ln in lines)
+    assert any("| 2-2-8-buckets-ema (ran with `--token_mean --bucket_width 16 --act_mode asymmetric_ema`) |" in ln
+               and "| 83.60 |" in ln for ln in lines)
+
+
 def test_bad_results_line_names_file_and_line(tmp_path):
     p = tmp_path / "r.jsonl"
     p.write_text(json.dumps(_row("rte", "2-2-8", 1, 0.5, 0.5)) + "\n{oops\n")
     with pytest.raises(ValueError, match=r"r.jsonl:2: not a JSON line"):
-        run_recipes.load_rows(str(p))
+        recipes_report.load_rows(str(p))
 
 
 @pytest.mark.slow
@@ -93,7 +125,7 @@ def test_runner_smoke_and_resume(tmp_path, glue_dir):
     env = dict(os.environ, GLOG_v="3")
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    rows = run_recipes.load_rows(str(results))
+    rows = recipes_report.load_rows(str(results))
     assert [(r["task"], r["recipe"]) for r in rows] == [("sts-b", "2-2-8"), ("sts-b", "8-8-8"),
                                                         ("sts-b", "2-2-8-two-stage"), ("sts-b", "2-2-8-buckets-aug")]
     teacher_eval = json.load(open(tmp_path / "work" / "sts-b" / "teacher-ft" / "best.eval.json"))
@@ -127,7 +159,7 @@ def test_runner_smoke_and_resume(tmp_path, glue_dir):
     before = log.stat().st_size
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "every requested row" in p.stderr
-    assert len(run_recipes.load_rows(str(results))) == 4 and log.stat().st_size == before
+    assert len(recipes_report.load_rows(str(results))) == 4 and log.stat().st_size == before
 
 
 def test_unknown_task_and_missing_results_are_refused_before_any_work(tmp_path):
@@ -173,7 +205,7 @@ def test_bucket_variants_of_ema_and_ste_mask_reach_the_configs():
 
     def configs(recipe):
         a = train.parse_args(["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d",
-                              "--output_dir", "o", *run_recipes.RECIPES[recipe][0]])
+                              "--output_dir", "o", *recipes.RECIPES[recipe][0]])
         return cli.quant_config(a), cli.distill_config(a), cli.train_config(a)
 
     q, d, t = configs("2-2-8-buckets-ema")
