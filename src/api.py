@@ -168,7 +168,7 @@ def evaluate(model: str, data_dir: str, split: str = "dev", batch_size: int = 64
 
 
 def sample_batches(records_dir: str, task: str, batch_size: int, n: int, split: str = "train",
-                        dataset_type: str = "mindrecord", seed: int = 0) -> list:
+                   dataset_type: str = "mindrecord", seed: int = 0) -> list:
     """The first ``n`` batches of a seeded shuffle of a records split, as numpy (input_ids,
     input_mask, segment_ids) int32 [batch_size, S]: what export's calibration measures ranges on."""
     from .dataset import check_records, create_dataset
@@ -203,7 +203,7 @@ def export(checkpoint: str, output: str, formats: Sequence[str] = ("ONNX", "MIND
     if calibration_data is not None:
         batch = run.train.batch_size if run.train is not None else get_task(run.task).batch_size
         options["calibration"] = sample_batches(calibration_data, run.task, batch, calibration_batches,
-                                                     calibration_split, dataset_type)
+                                                calibration_split, dataset_type)
         options["calibration_source"] = (f"{len(options['calibration'])} batches of {batch} from the "
                                          f"{calibration_split} split of {os.path.abspath(calibration_data)}")
     vocab = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "vocab.txt")

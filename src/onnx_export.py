@@ -190,8 +190,8 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
         m = np.float32(max(float(g.act_ranges[name]), 1e-30))  # training keeps m >= 1e-30 too
         xc = x if fq.bounded or (lower is not None and lower >= -m) else g.op(
             "Clip", [x, g.const(-m), g.const(m)])
-        return _QAct(g.op("QuantizeLinear", [xc, g.const(m / np.float32(levels)), g.const(ZP, u8)]), ZP,
-                     g.const(m / np.float32(levels)))
+        s = g.const(m / np.float32(levels))
+        return _QAct(g.op("QuantizeLinear", [xc, s, g.const(ZP, u8)]), ZP, s)
     if aq.mode == "symmetric":
         if fq.bounded:  # softmax probabilities, in [0, 1]: no clip
             xc = x
