@@ -6,7 +6,8 @@ the clone to the printed table (setup included), repeated --runs times.
 Each run clones the committed HEAD into its own folder (no .venv: scripts/setup.sh creates it; pip
 downloads or reuses its cache like on any machine), runs the quickstart there and reads its
 summary. Appends one record per run to benchmarks/results/quickstart.json as soon as it finishes,
-so an interrupted series keeps its finished runs. Run it with the machine otherwise idle.
+so an interrupted series keeps its finished runs; the series of earlier commits stay in the file
+(``earlier``, newest first). Run it with the machine otherwise idle.
 """
 import argparse
 import json
@@ -43,8 +44,12 @@ def main(argv=None):
     if os.path.isfile(args.out):
         with open(args.out) as f:
             old = json.load(f)
+        earlier = old.pop("earlier", [])
         if old.get("commit") == commit:  # continue the series of this commit
             record["runs"] = old["runs"]
+        else:  # a new series; the earlier ones stay in the file, newest first
+            earlier.insert(0, old)
+        record["earlier"] = earlier
     for i in range(len(record["runs"]), args.runs):
         clone = os.path.join(os.path.abspath(args.work_dir), f"{commit}-run{i + 1}")
         if os.path.isdir(clone):
