@@ -204,7 +204,8 @@ def export(checkpoint: str, output: str, formats: Sequence[str] = ("ONNX", "MIND
         batch = run.train.batch_size if run.train is not None else get_task(run.task).batch_size
         options["calibration"] = sample_batches(calibration_data, run.task, batch, calibration_batches,
                                                 calibration_split, dataset_type)
-        options["calibration_source"] = (f"{len(options['calibration'])} batches of {batch} from the "
+        n = len(options["calibration"])
+        options["calibration_source"] = (f"{n} batch{'es' if n > 1 else ''} of {batch} from the "
                                          f"{calibration_split} split of {os.path.abspath(calibration_data)}")
     vocab = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "vocab.txt")
     return export_artifacts(net, run, output, formats=tuple(formats), vocab_from=vocab, **options)

@@ -468,10 +468,11 @@ def test_export_py_calibrated_onnx_gives_batch_independent_predictions(exported)
                            "--file_format", "ONNX", "--no_packed", "--calibration_data", str(d / "data"),
                            "--calibration_split", "dev", "--calibration_batches", "1"])
     assert sorted(os.path.basename(p) for p in written) == ["s.json", "s.manifest.json", "s.onnx", "vocab.txt"]
-    model, _ = __import__("src.onnx_export", fromlist=["read_onnx"]).read_onnx(str(d / "cal" / "s.onnx"))
-    source = json.loads({p.key: p.value for p in model.metadata_props}["calibration"])["source"]
-    assert source.startswith("1 batches of 32 from the dev split of ")
+    from src.onnx_export import read_onnx
     from src.trainer import predict_records
+    model, _ = read_onnx(str(d / "cal" / "s.onnx"))
+    source = json.loads({p.key: p.value for p in model.metadata_props}["calibration"])["source"]
+    assert source.startswith("1 batch of 32 from the dev split of ")
     for path, independent in ((d / "cal" / "s.onnx", True), (d / "exp" / "s.onnx", False)):
         m = load_predictor(str(path))
         whole, _ = predict_records(m, str(d / "data"), "sst-2", 37, "mindrecord")
