@@ -135,8 +135,7 @@ def build(model_name: str, folder: str, teacher: str = None, student: str = None
     from src.checkpoint import load_network
     from src.config import BertConfig, QuantConfig, RunConfig
     from src.deploy import export_artifacts, export_mindir
-    from src.onnx_export import calibrate, export_onnx
-    from src.packing import quantized_tensors
+    from src.onnx_export import export_onnx
     from src.tinybert_model import BertForSequenceClassification
     from onnxruntime.quantization import QuantType, quantize_dynamic
     os.makedirs(folder, exist_ok=True)
@@ -169,10 +168,8 @@ def build(model_name: str, folder: str, teacher: str = None, student: str = None
         rng = np.random.RandomState(1)
         batches = [(rng.randint(1000, srun.model.vocab_size, (32, 128)).astype(np.int32), np.ones((32, 128), np.int32),
                     np.zeros((32, 128), np.int32)) for _ in range(4)]
-        codes = quantized_tensors(snet, srun.quant)
-        ranges, _ = calibrate(snet, srun, codes, batches)
-        export_onnx(snet, srun, os.path.join(folder, "student_calibrated.onnx"), codes=codes, act_ranges=ranges,
-                    calibration="4 batches of 32 x 128 random tokens")
+        export_artifacts(snet, srun, os.path.join(folder, "student_calibrated"), formats=("ONNX",), packed=False,
+                         calibration=batches, calibration_source="4 batches of 32 x 128 random tokens")
     export_mindir(tnet, os.path.join(folder, "fp32"))
     export_onnx(tnet, trun, os.path.join(folder, "fp32.onnx"))
     quantize_dynamic(os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8_dynamic.onnx"),

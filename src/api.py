@@ -172,7 +172,10 @@ def sample_batches(records_dir: str, task: str, batch_size: int, n: int, split: 
     """The first ``n`` batches of a seeded shuffle of a records split, as numpy (input_ids,
     input_mask, segment_ids) int32 [batch_size, S]: what export's calibration measures ranges on."""
     from .dataset import check_records, create_dataset
-    check_records(records_dir, task)
+    splits = check_records(records_dir, task)["splits"]
+    if split not in splits:
+        raise ValueError(f"{records_dir} has no {split} split to calibrate on (it holds {', '.join(sorted(splits))}); "
+                         f"convert it, or pick another with --calibration_split")
     data = create_dataset(records_dir, split, task, batch_size, dataset_type, training=True, seed=seed)
     batches = []
     for b in data.create_dict_iterator(num_epochs=1, output_numpy=True):

@@ -110,14 +110,15 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
         if not trained and (run.quant.weight_bits < 32 or run.quant.embedding_bits < 32):
             raise ValueError("a frozen network needs its codes (pass those of the .tbq it came from)")
         codes = quantized_tensors(net, run.quant)
+    ranges = None
+    if calibration is not None:  # before any file is written: a refused calibration leaves nothing behind
+        from .onnx_export import calibrate
+        ranges, n = calibrate(net, run, codes, calibration, onnx_ops)
+        logger.info("calibrated %d activation ranges on %s", len(ranges), calibration_source or f"{n} batches")
     written = []
     for fmt in formats:
         if fmt == "ONNX":
-            from .onnx_export import calibrate, export_onnx
-            ranges = None
-            if calibration is not None:
-                ranges, n = calibrate(net, run, codes, calibration, onnx_ops)
-                logger.info("calibrated %d activation ranges on %s", len(ranges), calibration_source or f"{n} batches")
+            from .onnx_export import export_onnx
             written.append(export_onnx(net, run, base + ".onnx", codes=codes, pack_codes=pack_codes,
                                        ops=onnx_ops, act_ranges=ranges, calibration=calibration_source))
         elif fmt in ("MINDIR", "AIR"):
@@ -163,6 +164,12 @@ def session_options(threads: int = 0):
     return opts
 
 
+def onnx_feed(input_ids, input_mask, segment_ids) -> dict:
+    """The inputs of an exported ONNX model: int32 [batch, seq] each."""
+    return {"input_ids": np.asarray(input_ids, np.int32), "input_mask": np.asarray(input_mask, np.int32),
+            "segment_ids": np.asarray(segment_ids, np.int32)}
+
+
 class OnnxPredictor:
     """An ONNX model written by export.py, run by ONNX Runtime (no MindSpore, no onnx package)."""
 
@@ -196,9 +203,7 @@ class OnnxPredictor:
         self.run = RunConfig.from_dict(json.loads(meta["run_config"]), where=path)
 
     def __call__(self, input_ids, input_mask, segment_ids) -> np.ndarray:
-        feed = {"input_ids": np.asarray(input_ids, np.int32), "input_mask": np.asarray(input_mask, np.int32),
-                "segment_ids": np.asarray(segment_ids, np.int32)}
-        return self.session.run(["logits"], feed)[0]
+        return self.session.run(["logits"], onnx_feed(input_ids, input_mask, segment_ids))[0]
 
 
 class MindsporePredictor:

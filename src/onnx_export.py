@@ -471,7 +471,7 @@ def calibrate(net, run, codes: Dict[str, tuple], batches, ops: str = "onnxruntim
         import onnxruntime as ort
     except ImportError:
         raise RuntimeError(f"calibration runs the model in onnxruntime, part of {DEPLOY_EXTRA}") from None
-    from .deploy import session_options
+    from .deploy import onnx_feed, session_options
     net.set_train(False)
     model = build_model(net, run, codes, pack_codes=False, ops=ops, range_outputs=True)
     session = ort.InferenceSession(model.SerializeToString(), session_options(),
@@ -479,9 +479,7 @@ def calibrate(net, run, codes: Dict[str, tuple], batches, ops: str = "onnxruntim
     names = [o.name for o in session.get_outputs() if o.name.startswith(RANGE_PREFIX)]
     top, n = None, 0
     for ids, mask, seg in batches:
-        feed = {"input_ids": np.asarray(ids, np.int32), "input_mask": np.asarray(mask, np.int32),
-                "segment_ids": np.asarray(seg, np.int32)}
-        m = np.array([float(v) for v in session.run(names, feed)], np.float64)  # [quantizers]
+        m = np.array([float(v) for v in session.run(names, onnx_feed(ids, mask, seg))], np.float64)  # [quantizers]
         top = m if top is None else np.maximum(top, m)
         n += 1
     if not n:

@@ -479,3 +479,26 @@ def test_export_py_calibrated_onnx_gives_batch_independent_predictions(exported)
         alone, _ = predict_records(m, str(d / "data"), "sst-2", 1, "mindrecord")
         diff = np.abs(whole - alone).max()
         assert (diff < 1e-5) if independent else (diff > 1e-4), (path, diff)
+
+
+def test_export_py_refused_calibration_writes_nothing(exported, tmp_path):
+    """A calibration that cannot be done is refused before any file is written, whatever the order of
+    --file_format: a missing split is named, and a learned-range student (ranges fixed already) too."""
+    import export
+    from src import cli
+    d, _ = exported
+    net, run = load_network(str(d / "student" / "s.ckpt"))
+    learned = RunConfig(task=run.task, model=run.model, quant=QuantConfig(act_mode="learned"))
+    lnet = BertForSequenceClassification(run.model, learned.quant)
+    save_network(lnet, str(tmp_path / "learned.ckpt"), learned)
+    cases = [(str(d / "student" / "s.ckpt"), "train", "has no train split"),  # the fixture converted dev only
+             (str(tmp_path / "learned.ckpt"), "dev", "fixed already")]
+    for i, (ckpt, split, words) in enumerate(cases):
+        out = tmp_path / f"o{i}"
+        with pytest.raises(ValueError, match=words):
+            export.main(["--checkpoint", ckpt, "--output", str(out / "s"), "--file_format", "MINDIR", "ONNX",
+                         "--calibration_data", str(d / "data"), "--calibration_split", split])
+        assert not out.exists() or not os.listdir(out), os.listdir(out)
+    assert cli.run_main(lambda: export.main(["--checkpoint", cases[1][0], "--output", str(tmp_path / "o9" / "s"),
+                                             "--calibration_data", str(d / "data"),
+                                             "--calibration_split", "dev"]), "export") == 2
