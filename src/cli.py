@@ -42,6 +42,48 @@ positive_int = _int_at_least(1, "positive_int")
 non_negative_int = _int_at_least(0, "non_negative_int")
 
 
+class _ModelZooSwitch(argparse.Action):
+    """A model_zoo boolean flag (``--do_eval True``) with one meaning here: the value that matches
+    this project is accepted and stores nothing; the other is refused with the reason."""
+
+    def __init__(self, option_strings, dest, supported: bool = True, reason: str = "", **kwargs):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, metavar="{True,False}", **kwargs)
+        self.supported, self.reason = supported, reason
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        flag = {"true": True, "false": False}.get(str(value).lower())
+        if flag is None:
+            parser.error(f"argument {option_string}: expected True or False, got {value!r}")
+        if flag != self.supported:
+            parser.error(f"argument {option_string} {value}: {self.reason}")
+
+
+class _NoEffect(argparse.Action):
+    """A model_zoo option that only matters together with one this project refuses: its value is
+    checked, nothing is stored."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        pass
+
+
+def add_model_zoo_switches(ap: argparse.ArgumentParser) -> None:
+    """model_zoo's train switches, so that its command lines run here unchanged where they mean
+    what this project does, and stop with the reason where they do not."""
+    ap.add_argument("--do_eval", action=_ModelZooSwitch, supported=True,
+                    reason="evaluation during training is always on here (it chooses best.ckpt); "
+                           "for checkpoints on a schedule use --save_ckpt_step")
+    ap.add_argument("--do_shuffle", action=_ModelZooSwitch, supported=True,
+                    reason="training batches are always shuffled here (seeded by --seed)")
+    ap.add_argument("--enable_data_sink", action=_ModelZooSwitch, supported=False,
+                    reason="there is no data sink here (MindSpore 2.10 refuses one on CPU, where this "
+                           "project is tested); batches are fed by the host loop on every device")
+    ap.add_argument("--data_sink_steps", type=positive_int, action=_NoEffect,
+                    help="model_zoo's: accepted for its command lines, no effect (no data sink)")
+
+
 def add_device_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     ap.add_argument("--device_id", type=int, default=0)
@@ -110,6 +152,7 @@ def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: flo
     ap.add_argument("--overwrite", action="store_true", help="replace a run in --output_dir")
     ap.add_argument("--distribute", action="store_true",
                     help="data parallel over the ranks of a launcher (scripts/run_distribute_train_*.sh)")
+    add_model_zoo_switches(ap)
 
 
 def add_quant_args(ap: argparse.ArgumentParser) -> None:

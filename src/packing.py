@@ -28,7 +28,7 @@ from mindspore import nn
 from .checkpoint import CheckpointError, build_network, load_into, named_params, quant_state_names
 from .config import RunConfig, atomic_write_bytes
 from .quant import quantize_weight
-from .tinybert_model import quantized_cells
+from .tinybert_model import quantized_cells, set_compute_dtype
 
 MAGIC = b"TBQ\0"
 VERSION = 1
@@ -71,16 +71,31 @@ class _Quantize(nn.Cell):
         return quantize_weight(w, self.bits, self.qcfg, self.granularity, d)
 
 
+class WeightQuantizer:
+    """``{weight name: (bits, scale, codes)}`` of every quantized cell of a network (chosen by
+    cell type), by quantize_weight. One cell per (bits, granularity), kept: called again (at every
+    evaluation of a run) it reuses the graphs compiled for each weight shape."""
+
+    def __init__(self, quant):
+        self.quant = quant
+        self._cells = {}
+
+    def __call__(self, net) -> Dict[str, Tuple[int, np.ndarray, np.ndarray]]:
+        out = {}
+        for name, cell in quantized_cells(net):
+            key = (cell.bits, cell.granularity)
+            if key not in self._cells:
+                self._cells[key] = _Quantize(cell.bits, self.quant, cell.granularity)
+            scale, codes = self._cells[key](cell.weight, cell.curvature())
+            out[f"{name}.weight"] = (cell.bits, np.asarray(scale.asnumpy(), np.float32), codes.asnumpy())
+        return out
+
+
 def quantized_tensors(net, quant) -> Dict[str, Tuple[int, np.ndarray, np.ndarray]]:
     """{weight name: (bits, scale, codes)} for every quantized cell, chosen by cell type.
 
     The packed file, the frozen network and the ONNX export all take their weights from here."""
-    out = {}
-    for name, cell in quantized_cells(net):
-        scale, codes = _Quantize(cell.bits, quant, cell.granularity)(cell.weight, cell.curvature())
-        out[f"{name}.weight"] = (cell.bits, np.asarray(scale.asnumpy(), np.float32),
-                                 codes.asnumpy())
-    return out
+    return WeightQuantizer(quant)(net)
 
 
 def save_packed(net, run: RunConfig, path: str, side_dtype: str = "fp32", codes: dict = None) -> dict:
@@ -189,12 +204,47 @@ def frozen_network(run: RunConfig, arrays: Dict[str, np.ndarray], source: str):
     return net
 
 
-def freeze(net, run: RunConfig):
-    """A trained network -> its frozen twin (exactly the same outputs, no per-call ternarization)."""
+def frozen_arrays(net, quant, quantizer: WeightQuantizer = None) -> Dict[str, np.ndarray]:
+    """Every tensor of ``net``'s frozen twin: q(w) for the quantized weights, the others as they
+    are; LAT's curvature left out (the frozen network has no weight quantizer)."""
     lat = {f"{n}.lat_d" for n, c in quantized_cells(net) if c.lat}
     arrays = {n: p.asnumpy() for n, p in named_params(net).items() if n not in lat}
-    arrays.update(dequantized(quantized_tensors(net, run.quant)))
-    return frozen_network(run, arrays, source="the trained network")
+    arrays.update(dequantized((quantizer or WeightQuantizer(quant))(net)))
+    return arrays
+
+
+def freeze(net, run: RunConfig):
+    """A trained network -> its frozen twin (exactly the same outputs, no per-call ternarization)."""
+    return frozen_network(run, frozen_arrays(net, run.quant), source="the trained network")
+
+
+class FrozenTwin:
+    """The frozen twin of a network in training, refreshed from it before each evaluation.
+
+    Evaluating the twin gives the network's own outputs (the same q(w), the same activation
+    quantizers) without running the weight quantizers inside the evaluation graph, which held
+    2.6 GiB for LAT on length buckets (LAT's iterations over every matrix, the word embedding
+    included). The twin and its graph are built once and reused; matrix products run in the
+    network's compute type."""
+
+    def __init__(self, net, run: RunConfig):
+        self.net, self.run = net, run
+        self.quantizer = WeightQuantizer(run.quant)
+        self.twin = None
+
+    def refresh(self):
+        arrays = frozen_arrays(self.net, self.run.quant, self.quantizer)
+        if self.twin is None:
+            self.twin = frozen_network(self.run, arrays, source="the trained network")
+            dtypes = {c.compute_dtype for _, c in self.net.cells_and_names() if hasattr(c, "compute_dtype")}
+            if len(dtypes) == 1:
+                set_compute_dtype(self.twin, dtypes.pop())
+            elif dtypes:
+                raise ValueError(f"the network mixes compute types {sorted(map(str, dtypes))}: no twin for it")
+        else:
+            load_into(self.twin, arrays, source="the trained network")
+        self.twin.set_train(False)
+        return self.twin
 
 
 def load_packed(path: str):

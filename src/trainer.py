@@ -30,7 +30,8 @@ from .config import RunConfig, TrainConfig, atomic_write_text, config_path_for, 
 from .dataset import any_length_inputs, create_dataset, dataset_size
 from .glue import load_meta
 from .metrics import compute_metrics
-from .tinybert_model import LogitsOnly
+from .packing import FrozenTwin
+from .tinybert_model import LogitsOnly, quantized_cells
 
 logger = logging.getLogger(__name__)
 
@@ -121,16 +122,25 @@ def split_metrics(fn, records_dir: str, task: str, batch_size: int, dataset_type
 
 
 def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: str,
-             max_seq_length: int = None, split: str = "dev") -> dict:
+             max_seq_length: int = None, split: str = "dev", run=None) -> dict:
     """Metrics of ``net`` (a BertForSequenceClassification) on a whole split, no example dropped
-    (and on the further dev sets, see split_metrics)."""
+    (and on the further dev sets, see split_metrics).
+
+    run: ``net``'s RunConfig. Given for a network whose weights are quantized, its frozen twin
+    (src.packing.FrozenTwin: the same outputs, no weight quantizer in the graph) is evaluated."""
     was_training = net.training
     net.set_train(False)
-    # the view of the last network evaluated is kept: a new cell would be compiled again at every
-    # evaluation of a run; only one is kept, so evaluated networks are not held alive after use
-    fwd = _EVAL_VIEW[0]
-    if fwd is None or fwd.net is not net:
-        fwd = _EVAL_VIEW[0] = LogitsOnly(net)
+    # The view of the last network evaluated is kept: a new cell would be compiled again at every
+    # evaluation of a run. Only one is kept, so evaluated networks are not held alive after use.
+    view = _EVAL_VIEW[0]  # [net, twin or None, the cell called]
+    if view is None or view[0] is not net:
+        twin = FrozenTwin(net, run) if run is not None and quantized_cells(net) else None
+        view = _EVAL_VIEW[0] = [net, twin, None if twin else LogitsOnly(net)]
+    if view[1] is not None:
+        twin = view[1].refresh()  # the network's current weights, quantized
+        if view[2] is None:
+            view[2] = LogitsOnly(twin)
+    fwd = view[2]
     from .deploy import MindsporePredictor  # numpy in, numpy out: what predict_records calls
     metrics = split_metrics(MindsporePredictor(fwd, None, "the network"), records_dir, task, batch_size,
                             dataset_type, max_seq_length, split)
@@ -318,7 +328,7 @@ def _evaluate_and_save(spec: LoopSpec, state: dict, step: int, epoch: int, loss:
     out = spec.output_dir
     if spec.rank == 0:
         m = evaluate(spec.network, spec.records_dir, spec.run.task, spec.eval_batch_size,
-                     spec.dataset_type, spec.tcfg.max_seq_length)
+                     spec.dataset_type, spec.tcfg.max_seq_length, run=spec.run)
         row = {"step": step, "epoch": round(step / steps_per_epoch(spec.records_dir, spec.tcfg,
                                                                  spec.group_size), 3),
                "train_loss": loss, "train_terms": terms, "samples_per_s": rate, **m}

@@ -47,9 +47,27 @@ def test_train_and_eval_accept_the_model_zoo_spellings(tmp_path):
     zoo = train.parse_args(common + ["--teacher_model_dir", "t.ckpt", "--student_model_dir", "s.ckpt",
                                      "--eval_ckpt_step", "50"])
     assert vars(ours) == vars(zoo) and zoo.eval_step == 50 and zoo.teacher_model == "t.ckpt"
+    # model_zoo's switches: the values that mean what this project does are accepted and change nothing
+    zoo = train.parse_args(common + ["--teacher_model", "t.ckpt", "--student_model", "s.ckpt", "--eval_step", "50",
+                                     "--do_eval", "True", "--do_shuffle", "true", "--enable_data_sink", "False",
+                                     "--data_sink_steps", "100"])
+    assert vars(ours) == vars(zoo)
     ours = eval_py.parse_args(["--checkpoint", "m.onnx", "--data_dir", "d", "--eval_batch_size", "8"])
     zoo = eval_py.parse_args(["--ckpt_file", "m.onnx", "--data_dir", "d", "--batch_size", "8"])
     assert vars(ours) == vars(zoo) and zoo.eval_batch_size == 8
+
+
+@pytest.mark.parametrize("flag,value,reason", [("--do_eval", "False", "always on"),
+                                               ("--do_shuffle", "False", "always shuffled"),
+                                               ("--enable_data_sink", "True", "no data sink"),
+                                               ("--do_eval", "maybe", "expected True or False"),
+                                               ("--data_sink_steps", "0", "must be >= 1")])
+def test_model_zoo_switches_that_mean_something_else_are_refused(flag, value, reason, capsys):
+    import finetune
+    with pytest.raises(SystemExit) as e:
+        finetune.parse_args(["--task_name", "sts-b", "--model", "m.ckpt", "--data_dir", "d", "--output_dir", "o",
+                             flag, value])
+    assert e.value.code == 2 and reason in capsys.readouterr().err
 
 
 def test_a_run_folder_means_its_best_checkpoint_any_other_folder_is_refused(tmp_path, capsys):

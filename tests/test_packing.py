@@ -165,3 +165,43 @@ def test_export_py_static_shapes_and_packed(tmp_path, graph):
     net.set_train(False)
     np.testing.assert_allclose(cell(T(ids), T(mask), T(seg)).asnumpy(),
                                LogitsOnly(net)(T(ids), T(mask), T(seg)).asnumpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("quant", [QuantConfig(), QuantConfig(ternarizer="lat", embedding_granularity="layer",
+                                                              act_mode="asymmetric_ema"),
+                                   QuantConfig(weight_bits=8, embedding_bits=8, act_mode="learned")],
+                         ids=["twn-row", "lat-layer-ema", "8-8-8-learned"])
+def test_frozen_twin_follows_the_network_it_evaluates(pynative, quant):
+    """What training evaluates (src.trainer.evaluate): the frozen twin gives exactly the network's
+    own logits (its forward re-runs the weight quantizers), and after the network's weights change,
+    a refresh gives the new logits (a stale twin would not)."""
+    from src.packing import FrozenTwin
+    from src.tinybert_model import set_compute_dtype
+    rng = np.random.RandomState(7)
+    cfg = tiny_config(3)
+    net = BertForSequenceClassification(cfg, quant)
+    randomize(net, rng, 0.3)
+    net.set_train(False)
+    twin = FrozenTwin(net, RunConfig(task="mnli", model=cfg, quant=quant))
+    batches = [tiny_batch(rng, b=3, s=10), tiny_batch(rng, b=2, s=17)]
+    before = []
+    for step in range(2):
+        if step:
+            randomize(net, rng, 0.3)  # "a training step": every weight changes
+            net.set_train(False)
+        evaluated = twin.refresh()
+        assert not any(n.endswith("lat_d") for n, _ in evaluated.parameters_and_names())
+        for i, (ids, mask, seg) in enumerate(batches):
+            want = LogitsOnly(net)(T(ids), T(mask), T(seg)).asnumpy()
+            got = LogitsOnly(evaluated)(T(ids), T(mask), T(seg)).asnumpy()
+            np.testing.assert_array_equal(got, want)
+            if step:
+                assert np.abs(got - before[i]).max() > 1e-3  # the refresh did change the outputs
+            else:
+                before.append(got)
+    assert twin.refresh() is evaluated  # one twin for the whole run: its graph compiles once
+    # a network trained in float16 is evaluated in float16
+    half = BertForSequenceClassification(cfg, quant)
+    set_compute_dtype(half, ms.float16)
+    twin16 = FrozenTwin(half, RunConfig(task="mnli", model=cfg, quant=quant)).refresh()
+    assert {c.compute_dtype for _, c in twin16.cells_and_names() if hasattr(c, "compute_dtype")} == {ms.float16}
