@@ -20,7 +20,8 @@ logger = logging.getLogger("eval")
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", "--ckpt_file", dest="checkpoint", required=True, type=cli.checkpoint_file,
+    ap.add_argument("--checkpoint", "--ckpt_file", "--model_dir", dest="checkpoint", required=True,
+                    type=cli.checkpoint_file,
                     help="a .ckpt (config .json beside it), a packed .tbq, an exported .mindir or .onnx")
     ap.add_argument("--task_name", type=cli.task_name, default=None,
                     help="optional check: must be the checkpoint's task")

@@ -55,6 +55,10 @@ def test_train_and_eval_accept_the_model_zoo_spellings(tmp_path):
     ours = eval_py.parse_args(["--checkpoint", "m.onnx", "--data_dir", "d", "--eval_batch_size", "8"])
     zoo = eval_py.parse_args(["--ckpt_file", "m.onnx", "--data_dir", "d", "--batch_size", "8"])
     assert vars(ours) == vars(zoo) and zoo.eval_batch_size == 8
+    run = tmp_path / "run"  # model_zoo's eval takes a folder: here a run folder means its best.ckpt
+    run.mkdir()
+    (run / "best.ckpt").write_bytes(b"")
+    assert eval_py.parse_args(["--model_dir", str(run), "--data_dir", "d"]).checkpoint == str(run / "best.ckpt")
 
 
 @pytest.mark.parametrize("flag,value,reason", [("--do_eval", "False", "always on"),
