@@ -23,7 +23,6 @@ import struct
 from typing import Dict, List, Tuple
 
 import numpy as np
-from mindspore import nn
 
 from .checkpoint import CheckpointError, build_network, load_into, named_params, quant_state_names
 from .config import RunConfig, atomic_write_bytes
@@ -60,42 +59,19 @@ def unpack_ternary(data: bytes, count: int) -> np.ndarray:
     return digits.reshape(-1)[:count].astype(np.float32) - 1.0
 
 
-class _Quantize(nn.Cell):
-    """Runs quantize_weight in the current context mode (the same kernels as training)."""
-
-    def __init__(self, bits, qcfg, granularity):
-        super().__init__()
-        self.bits, self.qcfg, self.granularity = bits, qcfg, granularity
-
-    def construct(self, w, d):
-        return quantize_weight(w, self.bits, self.qcfg, self.granularity, d)
-
-
-class WeightQuantizer:
-    """``{weight name: (bits, scale, codes)}`` of every quantized cell of a network (chosen by
-    cell type), by quantize_weight. One cell per (bits, granularity), kept: called again (at every
-    evaluation of a run) it reuses the graphs compiled for each weight shape."""
-
-    def __init__(self, quant):
-        self.quant = quant
-        self._cells = {}
-
-    def __call__(self, net) -> Dict[str, Tuple[int, np.ndarray, np.ndarray]]:
-        out = {}
-        for name, cell in quantized_cells(net):
-            key = (cell.bits, cell.granularity)
-            if key not in self._cells:
-                self._cells[key] = _Quantize(cell.bits, self.quant, cell.granularity)
-            scale, codes = self._cells[key](cell.weight, cell.curvature())
-            out[f"{name}.weight"] = (cell.bits, np.asarray(scale.asnumpy(), np.float32), codes.asnumpy())
-        return out
-
-
 def quantized_tensors(net, quant) -> Dict[str, Tuple[int, np.ndarray, np.ndarray]]:
     """{weight name: (bits, scale, codes)} for every quantized cell, chosen by cell type.
 
-    The packed file, the frozen network and the ONNX export all take their weights from here."""
-    return WeightQuantizer(quant)(net)
+    The packed file, the frozen network and the ONNX export all take their weights from here.
+    quantize_weight runs op by op (a function called outside a cell runs eagerly in either context
+    mode), on the same CPU kernels as inside the training graph: the same bits (tested through the
+    frozen MINDIR, which equals eval.py exactly), and no compiled graph keeping its buffers: a graph
+    per weight shape held ~4 GiB more at LAT's evaluations (its iterations over the embedding)."""
+    out = {}
+    for name, cell in quantized_cells(net):
+        scale, codes = quantize_weight(cell.weight, cell.bits, quant, cell.granularity, cell.curvature())
+        out[f"{name}.weight"] = (cell.bits, np.asarray(scale.asnumpy(), np.float32), codes.asnumpy())
+    return out
 
 
 def save_packed(net, run: RunConfig, path: str, side_dtype: str = "fp32", codes: dict = None) -> dict:
@@ -204,12 +180,12 @@ def frozen_network(run: RunConfig, arrays: Dict[str, np.ndarray], source: str):
     return net
 
 
-def frozen_arrays(net, quant, quantizer: WeightQuantizer = None) -> Dict[str, np.ndarray]:
+def frozen_arrays(net, quant) -> Dict[str, np.ndarray]:
     """Every tensor of ``net``'s frozen twin: q(w) for the quantized weights, the others as they
     are; LAT's curvature left out (the frozen network has no weight quantizer)."""
     lat = {f"{n}.lat_d" for n, c in quantized_cells(net) if c.lat}
     arrays = {n: p.asnumpy() for n, p in named_params(net).items() if n not in lat}
-    arrays.update(dequantized((quantizer or WeightQuantizer(quant))(net)))
+    arrays.update(dequantized(quantized_tensors(net, quant)))
     return arrays
 
 
@@ -229,11 +205,10 @@ class FrozenTwin:
 
     def __init__(self, net, run: RunConfig):
         self.net, self.run = net, run
-        self.quantizer = WeightQuantizer(run.quant)
         self.twin = None
 
     def refresh(self):
-        arrays = frozen_arrays(self.net, self.run.quant, self.quantizer)
+        arrays = frozen_arrays(self.net, self.run.quant)
         if self.twin is None:
             self.twin = frozen_network(self.run, arrays, source="the trained network")
             dtypes = {c.compute_dtype for _, c in self.net.cells_and_names() if hasattr(c, "compute_dtype")}
