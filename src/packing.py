@@ -66,7 +66,7 @@ def quantized_tensors(net, quant) -> Dict[str, Tuple[int, np.ndarray, np.ndarray
     quantize_weight runs op by op (a function called outside a cell runs eagerly in either context
     mode), on the same CPU kernels as inside the training graph: the same bits (tested through the
     frozen MINDIR, which equals eval.py exactly), and no compiled graph keeping its buffers: a graph
-    per weight shape held ~4 GiB more at LAT's evaluations (its iterations over the embedding)."""
+    per weight shape held 3 GiB more at LAT's evaluations (its iterations over the embedding)."""
     out = {}
     for name, cell in quantized_cells(net):
         scale, codes = quantize_weight(cell.weight, cell.bits, quant, cell.granularity, cell.curvature())
