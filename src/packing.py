@@ -195,7 +195,8 @@ def freeze(net, run: RunConfig):
 
 
 class FrozenTwin:
-    """The frozen twin of a network in training, refreshed from it before each evaluation.
+    """The frozen twin of a network in training (``.network``), refreshed from it before each
+    evaluation.
 
     Evaluating the twin gives the network's own outputs (the same q(w), the same activation
     quantizers) without running the weight quantizers inside the evaluation graph, which held
@@ -205,21 +206,16 @@ class FrozenTwin:
 
     def __init__(self, net, run: RunConfig):
         self.net, self.run = net, run
-        self.twin = None
+        self.network = frozen_network(run, frozen_arrays(net, run.quant), source="the trained network")
+        dtype = next((c.compute_dtype for _, c in net.cells_and_names() if hasattr(c, "compute_dtype")), None)
+        if dtype is not None:
+            set_compute_dtype(self.network, dtype)
+        self.network.set_train(False)
 
     def refresh(self):
-        arrays = frozen_arrays(self.net, self.run.quant)
-        if self.twin is None:
-            self.twin = frozen_network(self.run, arrays, source="the trained network")
-            dtypes = {c.compute_dtype for _, c in self.net.cells_and_names() if hasattr(c, "compute_dtype")}
-            if len(dtypes) == 1:
-                set_compute_dtype(self.twin, dtypes.pop())
-            elif dtypes:
-                raise ValueError(f"the network mixes compute types {sorted(map(str, dtypes))}: no twin for it")
-        else:
-            load_into(self.twin, arrays, source="the trained network")
-        self.twin.set_train(False)
-        return self.twin
+        """Copy the network's current weights, quantized, into the twin."""
+        load_into(self.network, frozen_arrays(self.net, self.run.quant), source="the trained network")
+        return self.network
 
 
 def load_packed(path: str):

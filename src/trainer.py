@@ -132,14 +132,12 @@ def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: st
     net.set_train(False)
     # The view of the last network evaluated is kept: a new cell would be compiled again at every
     # evaluation of a run. Only one is kept, so evaluated networks are not held alive after use.
-    view = _EVAL_VIEW[0]  # [net, twin or None, the cell called]
+    view = _EVAL_VIEW[0]  # (net, its twin or None, the cell called)
     if view is None or view[0] is not net:
         twin = FrozenTwin(net, run) if run is not None and quantized_cells(net) else None
-        view = _EVAL_VIEW[0] = [net, twin, None if twin else LogitsOnly(net)]
-    if view[1] is not None:
-        twin = view[1].refresh()  # the network's current weights, quantized
-        if view[2] is None:
-            view[2] = LogitsOnly(twin)
+        view = _EVAL_VIEW[0] = (net, twin, LogitsOnly(twin.network if twin else net))
+    elif view[1] is not None:
+        view[1].refresh()  # the network's current weights, quantized
     fwd = view[2]
     from .deploy import MindsporePredictor  # numpy in, numpy out: what predict_records calls
     metrics = split_metrics(MindsporePredictor(fwd, None, "the network"), records_dir, task, batch_size,
