@@ -64,7 +64,13 @@ def lat_ternarize(w, d, granularity: str, iters: int):
     starting from the TWN solution.
     """
     alpha, codes = twn_ternarize(w, granularity)
-    for _ in range(iters):
+    # A loop on a tensor counter, not a Python loop: in GRAPH_MODE a Python loop is unrolled, and
+    # MindSpore's CPU executor then keeps every iteration's weight-sized temporaries until the
+    # graph ends (10 iterations x 12 MiniLM FFN-sized matrices: 2.0 GB peak for a forward and
+    # backward, 0.7 GB with this loop; same values, same speed; measured 2026-11-29).
+    i = ms.Tensor(0, ms.int32)
+    while i < iters:
+        i = i + 1
         num = _rsum(ops.abs(codes * d * w), granularity)
         den = _rsum(ops.abs(codes * d), granularity)
         # A row that lost all its codes keeps its previous alpha.

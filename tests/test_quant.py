@@ -55,6 +55,27 @@ def test_lat_matches_numpy(pynative, granularity, axis):
     assert not np.allclose(expect, ref.twn(w, axis))
 
 
+def test_lat_in_a_compiled_training_step_matches_numpy(graph):
+    """LAT's loop on a tensor counter compiles in GRAPH_MODE inside the STE cell's forward (the path
+    training takes), gives numpy's values there, and passes the gradient straight through."""
+    rng = np.random.RandomState(6)
+    w = (rng.randn(6, 10) * 0.5).astype(np.float32)
+    d = (np.abs(rng.randn(6, 10)) + 0.1).astype(np.float32)
+    x = rng.randn(3, 10).astype(np.float32)
+    cell = WeightQuantSTE(2, QuantConfig(ternarizer="lat", lat_iters=4, ste_mask=False), "row")
+
+    def loss(w_, d_, x_):
+        q = cell(w_, d_)  # [6, 10]
+        return (ops.matmul(x_, q.T) ** 2).sum(), q
+
+    step = ms.jit(ms.value_and_grad(loss, grad_position=0, has_aux=True))
+    (value, q), grad = step(T(w), T(d), T(x))
+    expect_q = ref.lat(w, d, 4, -1)
+    np.testing.assert_allclose(q.asnumpy(), expect_q, rtol=1e-5, atol=1e-6)
+    # d loss / d q = 2 (x q^T)^T x, passed to w unchanged by the straight-through estimator
+    np.testing.assert_allclose(grad.asnumpy(), 2 * (x @ expect_q.T).T @ x, rtol=1e-4, atol=1e-5)
+
+
 def test_eight_bit_weights_match_numpy(pynative):
     w = np.random.RandomState(4).randn(9, 14).astype(np.float32)
     q, codes = _q(w, 8, "layer")
