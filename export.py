@@ -62,8 +62,9 @@ def parse_args(argv=None):
         if len(args.file_format) > 1:
             ap.error("--file_format NONE cannot be combined with other formats")
         args.file_format = []
-    if args.calibration_data is not None and "ONNX" not in args.file_format:
-        ap.error("--calibration_data fixes the ONNX model's activation ranges: add ONNX to --file_format")
+    if args.calibration_data is not None and not {"ONNX", "MINDIR", "AIR"} & set(args.file_format):
+        ap.error("--calibration_data fixes the activation ranges of the ONNX and MINDIR models: "
+                 "add ONNX or MINDIR to --file_format")
     if "AIR" in args.file_format and args.device_target != "Ascend":
         ap.error("--file_format AIR needs --device_target Ascend (an Ascend backend)")
     return args

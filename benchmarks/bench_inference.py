@@ -7,6 +7,7 @@ alternatives a user would pick, measured in one sitting, interleaved, each in a 
 Artifacts, for the MiniLM-L6 shape (6 x 384) and the BERT-base shape (12 x 768):
   fp32 MINDIR          the full-precision network, ms.export, run by mindspore.load + nn.GraphCell
   2-2-8 frozen MINDIR  export.py's MINDIR of the ternary student (weights fixed at q(w))
+  2-2-8 frozen MINDIR (calibrated)  the same with fixed activation ranges (export.py --calibration_data)
   2-2-8 ONNX           export.py's integer ONNX model, ONNX Runtime
   2-2-8 ONNX (calibrated) the same student exported with fixed activation ranges measured on sample
                        batches (export.py --calibration_data; here 4 batches of 32 x 128 random tokens)
@@ -41,9 +42,10 @@ SHAPES = {
     "BERT-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
 INPUTS = [(1, 128), (8, 128), (1, 32)]
-ARTIFACTS = ["fp32 MINDIR", "2-2-8 frozen MINDIR", "2-2-8 ONNX", "2-2-8 ONNX (calibrated)", "2-2-8 ONNX (learned)",
-             "fp32 ONNX", "int8 ONNX (dynamic)"]
-FILES = {"fp32 MINDIR": "fp32.mindir", "2-2-8 frozen MINDIR": "student.mindir", "2-2-8 ONNX": "student.onnx",
+ARTIFACTS = ["fp32 MINDIR", "2-2-8 frozen MINDIR", "2-2-8 frozen MINDIR (calibrated)", "2-2-8 ONNX",
+             "2-2-8 ONNX (calibrated)", "2-2-8 ONNX (learned)", "fp32 ONNX", "int8 ONNX (dynamic)"]
+FILES = {"fp32 MINDIR": "fp32.mindir", "2-2-8 frozen MINDIR": "student.mindir",
+         "2-2-8 frozen MINDIR (calibrated)": "student_calibrated.mindir", "2-2-8 ONNX": "student.onnx",
          "2-2-8 ONNX (calibrated)": "student_calibrated.onnx", "2-2-8 ONNX (learned)": "student_learned.onnx",
          "fp32 ONNX": "fp32.onnx", "int8 ONNX (dynamic)": "int8_dynamic.onnx"}
 
@@ -168,8 +170,8 @@ def build(model_name: str, folder: str, teacher: str = None, student: str = None
         rng = np.random.RandomState(1)
         batches = [(rng.randint(1000, srun.model.vocab_size, (32, 128)).astype(np.int32), np.ones((32, 128), np.int32),
                     np.zeros((32, 128), np.int32)) for _ in range(4)]
-        export_artifacts(snet, srun, os.path.join(folder, "student_calibrated"), formats=("ONNX",), packed=False,
-                         calibration=batches, calibration_source="4 batches of 32 x 128 random tokens")
+        export_artifacts(snet, srun, os.path.join(folder, "student_calibrated"), formats=("ONNX", "MINDIR"),
+                         packed=False, calibration=batches, calibration_source="4 batches of 32 x 128 random tokens")
     export_mindir(tnet, os.path.join(folder, "fp32"))
     export_onnx(tnet, trun, os.path.join(folder, "fp32.onnx"))
     quantize_dynamic(os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8_dynamic.onnx"),

@@ -95,16 +95,17 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
 
     codes: the (bits, scale, codes) of the quantized weights when they are known already (a .tbq
     source); by default computed from ``net`` with quantize_weight.
-    calibration: sample batches (numpy input_ids, input_mask, segment_ids); the ONNX model then has
-    fixed activation ranges measured on them (onnx_export.calibrate), described by
-    ``calibration_source`` in its metadata. The MINDIR keeps the per-call ranges of eval.py.
+    calibration: sample batches (numpy input_ids, input_mask, segment_ids); the ONNX model and the
+    MINDIR then have fixed activation ranges measured on them (onnx_export.calibrate, which runs
+    ONNX Runtime), described by ``calibration_source`` in the ONNX metadata and the manifest.
+    Without it both keep the per-call ranges of eval.py.
     """
     from .packing import freeze, quantized_tensors, save_packed, size_report
     from .tinybert_model import quantized_cells
     os.makedirs(os.path.dirname(os.path.abspath(base)) or ".", exist_ok=True)
-    if calibration is not None and "ONNX" not in formats:
-        raise ValueError("calibration fixes the ONNX model's activation ranges, and no ONNX file is written "
-                         "(add ONNX to the file formats)")
+    if calibration is not None and not {"ONNX", "MINDIR", "AIR"} & set(formats):
+        raise ValueError("calibration fixes the activation ranges of the ONNX and MINDIR models, and neither "
+                         "is written (add ONNX or MINDIR to the file formats)")
     trained = bool(quantized_cells(net))  # False: already frozen (rebuilt from a .tbq)
     if codes is None:
         if not trained and (run.quant.weight_bits < 32 or run.quant.embedding_bits < 32):
@@ -122,8 +123,7 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
             written.append(export_onnx(net, run, base + ".onnx", codes=codes, pack_codes=pack_codes,
                                        ops=onnx_ops, act_ranges=ranges, calibration=calibration_source))
         elif fmt in ("MINDIR", "AIR"):
-            frozen = freeze(net, run) if trained else net
-            written.append(export_mindir(frozen, base, fmt, batch_size, seq_length))
+            written.append(export_mindir(freeze(net, run, act_ranges=ranges), base, fmt, batch_size, seq_length))
         else:
             raise ValueError(f"unknown file format {fmt!r}; one of {', '.join(FORMATS)}")
     if packed:
@@ -139,8 +139,10 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
         if os.path.abspath(vocab_from) != dst:
             shutil.copyfile(vocab_from, dst)
         written.append(dst)
-    written.append(write_manifest(base, [p for p in written if not p.endswith(".json")],
-                                  {"task": run.task, "quant": run.quant.name}))
+    extra = {"task": run.task, "quant": run.quant.name}
+    if ranges is not None:
+        extra["calibration"] = calibration_source or "calibrated"
+    written.append(write_manifest(base, [p for p in written if not p.endswith(".json")], extra))
     return written
 
 

@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import json
 import struct
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -171,11 +171,21 @@ def dequantized(codes: Dict[str, tuple]) -> Dict[str, np.ndarray]:
     return {n: (scale * c).astype(np.float32) for n, (bits, scale, c) in codes.items()}
 
 
-def frozen_network(run: RunConfig, arrays: Dict[str, np.ndarray], source: str):
-    """The network with its weights fixed at q(w): no weight quantizer, no LAT curvature."""
-    frozen = RunConfig(task=run.task, model=run.model,
-                       quant=dataclasses.replace(run.quant, weights_prequantized=True))
-    net = build_network(frozen)
+def frozen_network(run: RunConfig, arrays: Dict[str, np.ndarray], source: str,
+                   act_ranges: Optional[Dict[str, float]] = None):
+    """The network with its weights fixed at q(w): no weight quantizer, no LAT curvature.
+
+    act_ranges: {activation quantizer: m} (src.onnx_export.calibrate): every activation is then
+    fake-quantized on the fixed range [-m, m] (the ``learned`` mode's quantizer, its clip set to m)
+    instead of its per-batch range: the network the calibrated ONNX model computes."""
+    quant = dataclasses.replace(run.quant, weights_prequantized=True)
+    if act_ranges is not None:
+        if run.quant.act_mode != "symmetric":
+            raise ValueError(f"fixed activation ranges replace per-batch ones; act_mode "
+                             f"{run.quant.act_mode!r} has no per-batch ranges")
+        quant = dataclasses.replace(quant, act_mode="learned")
+        arrays = {**arrays, **{f"{n}.clip": np.array([m], np.float32) for n, m in act_ranges.items()}}
+    net = build_network(RunConfig(task=run.task, model=run.model, quant=quant))
     load_into(net, arrays, source=source)
     return net
 
@@ -189,9 +199,16 @@ def frozen_arrays(net, quant) -> Dict[str, np.ndarray]:
     return arrays
 
 
-def freeze(net, run: RunConfig):
-    """A trained network -> its frozen twin (exactly the same outputs, no per-call ternarization)."""
-    return frozen_network(run, frozen_arrays(net, run.quant), source="the trained network")
+def freeze(net, run: RunConfig, act_ranges: Optional[Dict[str, float]] = None):
+    """A trained network -> its frozen twin (exactly the same outputs, no per-call ternarization);
+    with ``act_ranges``, fixed activation ranges (see frozen_network). An already frozen network
+    (rebuilt from a .tbq) is returned as it is, or rebuilt with the ranges."""
+    if not quantized_cells(net):
+        if act_ranges is None:
+            return net
+        arrays = {n: p.asnumpy() for n, p in named_params(net).items()}
+        return frozen_network(run, arrays, source="the frozen network", act_ranges=act_ranges)
+    return frozen_network(run, frozen_arrays(net, run.quant), source="the trained network", act_ranges=act_ranges)
 
 
 class FrozenTwin:

@@ -456,29 +456,36 @@ def test_calibration_is_refused_where_ranges_are_fixed_or_float(pynative):
             calibrate(net, run, quantized_tensors(net, run.quant), list(_batches(rng)))
 
 
-def test_export_py_calibrated_onnx_gives_batch_independent_predictions(exported):
-    """export.py --calibration_data: the ONNX model's predictions no longer depend on the rest of the
-    batch (a sentence alone and inside the dev set score the same), unlike the per-call model's."""
+def test_export_py_calibrated_models_give_batch_independent_predictions(exported, graph):
+    """export.py --calibration_data: the ONNX model's and the MINDIR's predictions no longer depend on
+    the rest of the batch (a sentence alone and inside the dev set score the same), unlike the
+    per-call models'; the calibrated MINDIR computes what the calibrated ONNX model computes."""
     import export
     d, _ = exported
-    with pytest.raises(SystemExit):  # calibration is for the ONNX model: refused without it
+    with pytest.raises(SystemExit):  # calibration is for the ONNX and MINDIR models: refused without them
         export.parse_args(["--checkpoint", str(d / "student" / "s.ckpt"), "--output", str(d / "x"),
-                           "--file_format", "MINDIR", "--calibration_data", str(d / "data")])
+                           "--file_format", "NONE", "--calibration_data", str(d / "data")])
     written = export.main(["--checkpoint", str(d / "student" / "s.ckpt"), "--output", str(d / "cal" / "s"),
-                           "--file_format", "ONNX", "--no_packed", "--calibration_data", str(d / "data"),
-                           "--calibration_split", "dev", "--calibration_batches", "1"])
-    assert sorted(os.path.basename(p) for p in written) == ["s.json", "s.manifest.json", "s.onnx", "vocab.txt"]
+                           "--file_format", "ONNX", "MINDIR", "--no_packed", "--calibration_data",
+                           str(d / "data"), "--calibration_split", "dev", "--calibration_batches", "1"])
+    assert sorted(os.path.basename(p) for p in written) == ["s.json", "s.manifest.json", "s.mindir", "s.onnx",
+                                                            "vocab.txt"]
     from src.onnx_export import read_onnx
     from src.trainer import predict_records
     model, _ = read_onnx(str(d / "cal" / "s.onnx"))
     source = json.loads({p.key: p.value for p in model.metadata_props}["calibration"])["source"]
     assert source.startswith("1 batch of 32 from the dev split of ")
-    for path, independent in ((d / "cal" / "s.onnx", True), (d / "exp" / "s.onnx", False)):
-        m = load_predictor(str(path))
+    assert json.load(open(d / "cal" / "s.manifest.json"))["calibration"] == source
+    outputs = {}
+    for name, independent in (("cal/s.onnx", True), ("cal/s.mindir", True), ("exp/s.onnx", False),
+                              ("exp/s.mindir", False)):
+        m = load_predictor(str(d / name))
         whole, _ = predict_records(m, str(d / "data"), "sst-2", 37, "mindrecord")
         alone, _ = predict_records(m, str(d / "data"), "sst-2", 1, "mindrecord")
         diff = np.abs(whole - alone).max()
-        assert (diff < 1e-5) if independent else (diff > 1e-4), (path, diff)
+        assert (diff < 1e-5) if independent else (diff > 1e-4), (name, diff)
+        outputs[name] = whole
+    np.testing.assert_allclose(outputs["cal/s.mindir"], outputs["cal/s.onnx"], rtol=1e-5, atol=1e-5)
 
 
 def test_export_py_refused_calibration_writes_nothing(exported, tmp_path):
