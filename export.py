@@ -3,7 +3,7 @@
     python export.py --checkpoint out/student/best.ckpt --output out/export/student
     python export.py --checkpoint out/export/student.tbq --output out/export/again --file_format ONNX
     python export.py --checkpoint out/student/best.ckpt --output out/export/fast --file_format ONNX \
-        --calibration_data data/sts-b-128      # fixed activation ranges: the fastest ONNX model
+        --calibration_data data/sts-b-128      # fixed activation ranges: the fastest ONNX and MINDIR
 
 Writes, by default, all of:
   student.onnx   integer ONNX model (int8 GEMMs in ONNX Runtime, ternary codes stored at 1.6 bits)
@@ -43,8 +43,9 @@ def parse_args(argv=None):
                     help="integer layers as ONNX Runtime's fused MatMulIntegerToFloat (default), or as "
                          "standard ONNX operators only (MatMulInteger, Cast, Mul), for other runtimes")
     ap.add_argument("--calibration_data", default=None,
-                    help="a records folder (scripts/convert_glue.py): the ONNX model's activation ranges are "
-                         "then fixed, measured on its training split, instead of computed per call "
+                    help="a records folder (scripts/convert_glue.py): the activation ranges of the ONNX model "
+                         "and the MINDIR are then fixed, measured on its training split (with ONNX Runtime), "
+                         "instead of computed per call "
                          "(faster; predictions no longer depend on the rest of the batch). act_mode "
                          "symmetric only: learned and EMA ranges are fixed already")
     ap.add_argument("--calibration_batches", type=cli.positive_int, default=16,

@@ -194,9 +194,9 @@ def export(checkpoint: str, output: str, formats: Sequence[str] = ("ONNX", "MIND
     """Write the deployment files of a .ckpt or .tbq (``src.deploy.export_artifacts``'s options:
     packed, side_dtype, pack_codes, onnx_ops, batch_size, seq_length). Returns their paths.
 
-    calibration_data: a records folder; the ONNX model's symmetric activation quantizers then get
-    fixed ranges, the largest each computes over ``calibration_batches`` batches of its
-    ``calibration_split`` at the training batch size (see onnx_export.calibrate)."""
+    calibration_data: a records folder; the symmetric activation quantizers of the ONNX model and
+    the MINDIR then get fixed ranges, the largest each computes over ``calibration_batches``
+    batches of its ``calibration_split`` at the training batch size (see onnx_export.calibrate)."""
     from .deploy import export_artifacts, load_network_any
     net, run = load_network_any(checkpoint)
     if checkpoint.endswith(".tbq"):  # the file's own codes: nothing is quantized again

@@ -3,7 +3,8 @@
 ``export_artifacts`` writes, from a trained network, next to an output base path ``out``:
   out.mindir         the FROZEN network: weights fixed at q(w) = scale * codes (no per-call
                      ternarization, no LAT curvature), 8-bit activation fake-quant kept; fp32
-                     compute in MindSpore (GPU / Ascend serving, or MindSpore on CPU)
+                     compute in MindSpore (GPU / Ascend serving, or MindSpore on CPU); with
+                     calibration, fixed activation ranges as in the ONNX model
   out.onnx           the integer ONNX model (src/onnx_export.py) for ONNX Runtime on CPU
   out.tbq            the packed 2-bit file (src/packing.py)
   out.json           the RunConfig (as beside every checkpoint: eval.py and predict.py read it)
