@@ -1,6 +1,6 @@
 """Dev metric of a trained student from every file kind: checkpoint, packed .tbq, frozen MINDIR,
-integer ONNX and the ONNX with calibrated activation ranges (the same records, batches and metric
-code as eval.py).
+integer ONNX, and the ONNX and MINDIR with calibrated activation ranges (the same records, batches
+and metric code as eval.py).
 
     python benchmarks/deploy_accuracy.py --checkpoint runs/bench/sts-b/RUN/best.ckpt \
         --data_dir runs/bench/sts-b/data-128 --output_dir runs/deploy/sts-b
@@ -28,7 +28,7 @@ def main(argv=None):
     ap.add_argument("--output_dir", required=True)
     ap.add_argument("--eval_batch_size", type=int, default=32)
     ap.add_argument("--calibration_batches", type=int, default=16,
-                    help="also an ONNX model with activation ranges calibrated on this many training batches "
+                    help="also ONNX and MINDIR models with activation ranges calibrated on this many training batches "
                          "of --data_dir (export.py --calibration_data); 0: not")
     ap.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results", "deploy_accuracy.jsonl"))
     args = ap.parse_args(argv)
@@ -47,10 +47,11 @@ def main(argv=None):
              "ONNX": base + ".onnx"}
     if args.calibration_batches:
         calibrated = os.path.join(args.output_dir, "calibrated")
-        if not os.path.isfile(calibrated + ".manifest.json"):
-            api.export(args.checkpoint, calibrated, formats=("ONNX",), packed=False, calibration_data=args.data_dir,
-                       calibration_batches=args.calibration_batches)
+        if not os.path.isfile(calibrated + ".mindir"):
+            api.export(args.checkpoint, calibrated, formats=("ONNX", "MINDIR"), packed=False,
+                       calibration_data=args.data_dir, calibration_batches=args.calibration_batches)
         kinds["ONNX (calibrated)"] = calibrated + ".onnx"
+        kinds["MINDIR (calibrated)"] = calibrated + ".mindir"
     out, logits = {}, {}
     for kind, path in kinds.items():
         t0 = time.time()
