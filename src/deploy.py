@@ -124,7 +124,8 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
             written.append(export_onnx(net, run, base + ".onnx", codes=codes, pack_codes=pack_codes,
                                        ops=onnx_ops, act_ranges=ranges, calibration=calibration_source))
         elif fmt in ("MINDIR", "AIR"):
-            written.append(export_mindir(freeze(net, run, act_ranges=ranges), base, fmt, batch_size, seq_length))
+            frozen = freeze(net, run, act_ranges=ranges, codes=codes)
+            written.append(export_mindir(frozen, base, fmt, batch_size, seq_length))
         else:
             raise ValueError(f"unknown file format {fmt!r}; one of {', '.join(FORMATS)}")
     if packed:

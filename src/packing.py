@@ -190,25 +190,28 @@ def frozen_network(run: RunConfig, arrays: Dict[str, np.ndarray], source: str,
     return net
 
 
-def frozen_arrays(net, quant) -> Dict[str, np.ndarray]:
-    """Every tensor of ``net``'s frozen twin: q(w) for the quantized weights, the others as they
-    are; LAT's curvature left out (the frozen network has no weight quantizer)."""
-    lat = {f"{n}.lat_d" for n, c in quantized_cells(net) if c.lat}
+def frozen_arrays(net, quant, codes: Optional[Dict[str, tuple]] = None) -> Dict[str, np.ndarray]:
+    """Every tensor of ``net``'s frozen twin: q(w) for the quantized weights (from ``codes`` when
+    they were computed already), the others as they are; LAT's curvature left out (the frozen
+    network has no weight quantizer). An already frozen network gives its tensors as they are."""
+    cells = quantized_cells(net)
+    lat = {f"{n}.lat_d" for n, c in cells if c.lat}
     arrays = {n: p.asnumpy() for n, p in named_params(net).items() if n not in lat}
-    arrays.update(dequantized(quantized_tensors(net, quant)))
+    if cells:
+        arrays.update(dequantized(codes if codes is not None else quantized_tensors(net, quant)))
     return arrays
 
 
-def freeze(net, run: RunConfig, act_ranges: Optional[Dict[str, float]] = None):
+def freeze(net, run: RunConfig, act_ranges: Optional[Dict[str, float]] = None,
+           codes: Optional[Dict[str, tuple]] = None):
     """A trained network -> its frozen twin (exactly the same outputs, no per-call ternarization);
-    with ``act_ranges``, fixed activation ranges (see frozen_network). An already frozen network
-    (rebuilt from a .tbq) is returned as it is, or rebuilt with the ranges."""
-    if not quantized_cells(net):
-        if act_ranges is None:
-            return net
-        arrays = {n: p.asnumpy() for n, p in named_params(net).items()}
-        return frozen_network(run, arrays, source="the frozen network", act_ranges=act_ranges)
-    return frozen_network(run, frozen_arrays(net, run.quant), source="the trained network", act_ranges=act_ranges)
+    with ``act_ranges``, fixed activation ranges (see frozen_network); ``codes``: its quantized
+    weights when computed already. An already frozen network (rebuilt from a .tbq) is returned as
+    it is, or rebuilt with the ranges."""
+    if act_ranges is None and not quantized_cells(net):
+        return net
+    return frozen_network(run, frozen_arrays(net, run.quant, codes), source="the network to freeze",
+                          act_ranges=act_ranges)
 
 
 class FrozenTwin:
@@ -223,7 +226,7 @@ class FrozenTwin:
 
     def __init__(self, net, run: RunConfig):
         self.net, self.run = net, run
-        self.network = frozen_network(run, frozen_arrays(net, run.quant), source="the trained network")
+        self.network = freeze(net, run)
         dtype = next((c.compute_dtype for _, c in net.cells_and_names() if hasattr(c, "compute_dtype")), None)
         if dtype is not None:
             set_compute_dtype(self.network, dtype)
