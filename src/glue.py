@@ -152,20 +152,9 @@ def write_mindrecord(path: str, feats: Dict[str, np.ndarray]) -> None:
 
 
 def write_tfrecord(path: str, feats: Dict[str, np.ndarray]) -> None:
-    try:
-        import tensorflow as tf  # only here: training and evaluation never import it
-    except ImportError:
-        raise RuntimeError("writing TFRecord needs tensorflow (pip install tensorflow-cpu); "
-                           "MindRecord needs nothing extra") from None
-    regression = feats["label_ids"].dtype == np.float32
-    with tf.io.TFRecordWriter(path) as w:
-        for i in range(len(feats["label_ids"])):
-            f = {k: tf.train.Feature(int64_list=tf.train.Int64List(value=feats[k][i].tolist()))
-                 for k in ("input_ids", "input_mask", "segment_ids")}
-            y = feats["label_ids"][i].tolist()
-            f["label_ids"] = (tf.train.Feature(float_list=tf.train.FloatList(value=y)) if regression
-                              else tf.train.Feature(int64_list=tf.train.Int64List(value=y)))
-            w.write(tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString())
+    from .tfrecord import write_examples  # TensorFlow's Example format, written without TensorFlow
+    n = len(feats["label_ids"])
+    write_examples(path, ({k: feats[k][i] for k in FEATURES} for i in range(n)))
 
 
 def sha256_file(path: str) -> str:
@@ -213,12 +202,6 @@ def convert(task_name: str, data_dir: str, vocab_file: str, output_dir: str, max
     paths = {s: train_file if s == "train" and train_file is not None else split_file(data_dir, spec, s)
              for s in splits}  # every input checked first
     tok = BertTokenizer(vocab_file, do_lower_case=do_lower_case)
-    if "tfrecord" in formats:
-        try:
-            import tensorflow  # noqa: F401  (fail before any work is done)
-        except ImportError:
-            raise RuntimeError("--format tfrecord needs tensorflow (pip install tensorflow-cpu)") \
-                from None
 
     emb = None
     if augment is not None:

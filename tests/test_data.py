@@ -77,12 +77,36 @@ def test_every_available_task_converts_with_manifest_row_counts(tmp_path):
     assert done == 13  # STS-B, SST-2, MRPC, RTE, CoLA, WNLI train+dev; QNLI dev
 
 
-@needs_glue
-def test_mindrecord_and_tfrecord_give_identical_batches(tmp_path):
-    pytest.importorskip("tensorflow")
-    for task in ("sts-b", "rte"):
+def test_crc32c_and_record_framing_match_published_values():
+    from src.tfrecord import crc32c, frame, masked_crc32c
+    # RFC 3720, appendix B.4, and the usual check value of "123456789"
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c(bytes(32)) == 0x8A9136AA
+    assert crc32c(b"\xff" * 32) == 0x62A8AB43
+    assert crc32c(bytes(range(32))) == 0x46DD794E
+    assert crc32c(bytes(range(31, -1, -1))) == 0x113FDB5C
+    assert masked_crc32c(b"") == 0xA282EAD8  # crc 0, rotated, plus TFRecord's offset
+    rec = frame(b"xy")
+    assert rec[:8] == (2).to_bytes(8, "little") and rec[12:14] == b"xy" and len(rec) == 18
+
+
+def test_example_encoding_matches_hand_encoded_protobuf():
+    from src.tfrecord import encode_example
+    # Example{features{feature{key "a" value{int64_list{value: [1, 300]}}}}}: 300 is the varint AC 02
+    ints = bytes([0x0A, 0x0E, 0x0A, 0x0C, 0x0A, 0x01, ord("a"), 0x12, 0x07,
+                  0x1A, 0x05, 0x0A, 0x03, 0x01, 0xAC, 0x02])
+    assert encode_example({"a": np.array([1, 300], np.int32)}) == ints
+    # a FloatList (Feature field 2) of one float32 1.5 = 00 00 C0 3F
+    floats = bytes([0x0A, 0x0F, 0x0A, 0x0D, 0x0A, 0x01, ord("y"), 0x12, 0x08,
+                    0x12, 0x06, 0x0A, 0x04, 0x00, 0x00, 0xC0, 0x3F])
+    assert encode_example({"y": np.array([1.5], np.float32)}) == floats
+
+
+def test_mindrecord_and_tfrecord_give_identical_batches(tmp_path, glue_dir):
+    # the TFRecord files are written by src/tfrecord.py and read by MindSpore's own TFRecord reader
+    for task in ("sts-b", "sst-2"):
         out = tmp_path / task
-        convert(task, GLUE, VOCAB, str(out), 48, formats=("mindrecord", "tfrecord"), limit=40, progress=False)
+        convert(task, glue_dir, VOCAB, str(out), 48, formats=("mindrecord", "tfrecord"), limit=40, progress=False)
         for training in (False, True):
             got = {}
             for fmt in ("mindrecord", "tfrecord"):
