@@ -101,7 +101,7 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
     ONNX Runtime), described by ``calibration_source`` in the ONNX metadata and the manifest.
     Without it both keep the per-call ranges of eval.py.
     """
-    from .packing import freeze, quantized_tensors, save_packed, size_report
+    from .packing import bake_ranges, freeze, quantized_tensors, save_packed, size_report
     from .tinybert_model import quantized_cells
     os.makedirs(os.path.dirname(os.path.abspath(base)) or ".", exist_ok=True)
     if calibration is not None and not {"ONNX", "MINDIR", "AIR"} & set(formats):
@@ -124,7 +124,7 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
             written.append(export_onnx(net, run, base + ".onnx", codes=codes, pack_codes=pack_codes,
                                        ops=onnx_ops, act_ranges=ranges, calibration=calibration_source))
         elif fmt in ("MINDIR", "AIR"):
-            frozen = freeze(net, run, act_ranges=ranges, codes=codes)
+            frozen = bake_ranges(freeze(net, run, act_ranges=ranges, codes=codes))
             written.append(export_mindir(frozen, base, fmt, batch_size, seq_length))
         else:
             raise ValueError(f"unknown file format {fmt!r}; one of {', '.join(FORMATS)}")

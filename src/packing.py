@@ -214,6 +214,17 @@ def freeze(net, run: RunConfig, act_ranges: Optional[Dict[str, float]] = None,
                           act_ranges=act_ranges)
 
 
+def bake_ranges(net):
+    """Bake every fixed activation range of a frozen network (learned or calibrated) into its graph
+    as constants (ActQuant.bake_range): for the exported MINDIR, whose ranges never change.
+    Returns ``net``."""
+    from .quant import ActQuant
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, ActQuant) and cell.mode == "learned":
+            cell.bake_range()
+    return net
+
+
 class FrozenTwin:
     """The frozen twin of a network in training (``.network``), refreshed from it before each
     evaluation.

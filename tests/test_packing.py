@@ -151,9 +151,11 @@ def test_corrupt_truncated_foreign_files_are_refused(tmp_path, graph):
         load_packed(ckpt)
 
 
-def test_export_py_static_shapes_and_packed(tmp_path, graph):
+@pytest.mark.parametrize("act_mode", ["symmetric", "learned"])
+def test_export_py_static_shapes_and_packed(tmp_path, graph, act_mode):
+    """learned: the MINDIR's ranges are baked in as constants (ActQuant.bake_range), same logits."""
     import export
-    _student(tmp_path, QuantConfig(), np.random.RandomState(4))
+    _student(tmp_path, QuantConfig(act_mode=act_mode), np.random.RandomState(4))
     written = export.main(["--checkpoint", str(tmp_path / "s.ckpt"), "--output", str(tmp_path / "e"),
                            "--batch_size", "2", "--seq_length", "9", "--file_format", "MINDIR"])
     assert written == [str(tmp_path / f"e.{x}") for x in ("mindir", "tbq", "size.json", "json", "manifest.json")]
@@ -163,8 +165,8 @@ def test_export_py_static_shapes_and_packed(tmp_path, graph):
     ids, mask, seg = tiny_batch(np.random.RandomState(5), b=2, s=9)
     net, _ = load_network(str(tmp_path / "s.ckpt"))
     net.set_train(False)
-    np.testing.assert_allclose(cell(T(ids), T(mask), T(seg)).asnumpy(),
-                               LogitsOnly(net)(T(ids), T(mask), T(seg)).asnumpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(cell(T(ids), T(mask), T(seg)).asnumpy(),
+                                  LogitsOnly(net)(T(ids), T(mask), T(seg)).asnumpy())
 
 
 @pytest.mark.parametrize("quant", [QuantConfig(), QuantConfig(ternarizer="lat", embedding_granularity="layer",

@@ -91,6 +91,33 @@ def test_symmetric_activation_quant(pynative):
     np.testing.assert_allclose(node(T(x)).asnumpy(), ref.act_sym(x, 2.5), rtol=1e-6, atol=1e-6)
 
 
+def test_activation_codes_round_ties_to_even(pynative):
+    # max|x| = 127 makes the scale exactly 1, so every .5 below is a tie; ties go to the even
+    # integer, as numpy's round and ONNX's QuantizeLinear do (hand-computed expectation)
+    x = np.array([[127.0, 0.5, 1.5, 2.5, -0.5, -3.5, 126.5, 7.25]], np.float32)
+    node = ActQuant(QuantConfig(act_mode="symmetric", act_clip=200.0))
+    np.testing.assert_array_equal(node(T(x)).asnumpy(), [[127, 0, 2, 2, 0, -4, 126, 7]])
+
+
+def test_baked_range_gives_the_learned_quantizers_values_exactly(pynative):
+    """bake_range (deployment) computes the range's scales once, clamps after scaling: the same
+    values as the learned-range quantizer, inside the range, beyond it and at rounding ties."""
+    rng = np.random.RandomState(9)
+    # MindSpore's scalar division differs from float32's in the last bit for ~1 range in 4: 40 ranges
+    for clip in [2.5, 1e-4] + list(rng.uniform(0.05, 3.0, 38)):
+        node = ActQuant(QuantConfig(act_mode="learned", act_clip=clip))
+        a = max(np.float32(clip), np.float32(1e-3))
+        ties = (np.arange(-130, 131) + 0.5).astype(np.float32) * (a / np.float32(127))
+        x = np.concatenate([rng.randn(500).astype(np.float32) * clip * 2, ties, [np.float32(1e9), -a, a]])
+        x = x.astype(np.float32)[None]
+        expect = node(T(x)).asnumpy()
+        np.testing.assert_allclose(expect[:, :500], ref.act_fixed(x[:, :500], a)[0], rtol=1e-5, atol=1e-7)
+        node.bake_range()
+        np.testing.assert_array_equal(node(T(x)).asnumpy(), expect)
+    with pytest.raises(ValueError, match="symmetric"):
+        ActQuant(QuantConfig(act_mode="symmetric")).bake_range()
+
+
 def test_asymmetric_ema_activation_quant(pynative):
     rng = np.random.RandomState(6)
     qcfg = QuantConfig(act_mode="asymmetric_ema", act_clip=2.5, act_ema_decay=0.9)
