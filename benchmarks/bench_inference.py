@@ -21,6 +21,10 @@ predict.py uses, for all three ONNX files), runs 5 warm-up calls and --calls tim
 shape (median; fewer, at least 5, where they would take over 20 s), and reports its peak
 resident memory; --rounds rounds visit the artifacts in
 rotated order, and the table reports the median over rounds. Pause other work while it runs.
+
+Results go to benchmarks/results/inference_cpu_<isa>.json, one file per CPU class (avx2: AVX2
+only; avx512vnni: AVX-512 VNNI), because ONNX Runtime's int8 kernels differ between them;
+--write_docs / --render put every class's table into docs/deployment.md and README.md.
 """
 import argparse
 import dataclasses
@@ -48,6 +52,19 @@ FILES = {"fp32 MINDIR": "fp32.mindir", "2-2-8 frozen MINDIR": "student.mindir",
          "2-2-8 frozen MINDIR (calibrated)": "student_calibrated.mindir", "2-2-8 ONNX": "student.onnx",
          "2-2-8 ONNX (calibrated)": "student_calibrated.onnx", "2-2-8 ONNX (learned)": "student_learned.onnx",
          "fp32 ONNX": "fp32.onnx", "int8 ONNX (dynamic)": "int8_dynamic.onnx"}
+
+
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+# the CPU classes whose int8 GEMM kernels differ (ONNX Runtime's MLAS picks them at run time)
+ISA_NAMES = {"avx2": "AVX2 only (no AVX-512)", "avx512vnni": "AVX-512 VNNI"}
+
+
+def isa_class(cpu: dict) -> str:
+    return "avx512vnni" if "avx512_vnni" in cpu["features"] else "avx2"
+
+
+def result_path(cpu: dict) -> str:
+    return os.path.join(RESULTS, f"inference_cpu_{isa_class(cpu)}.json")
 
 
 def cpu_info() -> dict:
@@ -189,15 +206,17 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="0: only build the artifacts")
     ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--skip_build", action="store_true", help="measure the artifacts already in --work_dir")
-    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "inference_cpu.json"))
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/inference_cpu_<isa>.json, <isa> the "
+                    "CPU's int8 instruction set (avx2 or avx512vnni): one file per CPU class")
     ap.add_argument("--write_docs", action="store_true", help="put the tables into README.md and docs/deployment.md")
     ap.add_argument("--render", action="store_true", help="only rewrite the tables from --out")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.render:
-        with open(args.out) as f:
-            write_tables(json.load(f))
+        write_tables()
         return
+    if args.out is None:
+        args.out = result_path(cpu_info())
     if args.worker:
         print(json.dumps(worker(args.worker, args.calls, INPUTS)))
         return
@@ -246,7 +265,7 @@ def main(argv=None):
     print(render(record))
     print(f"wrote {args.out}")
     if args.write_docs:
-        write_tables({**record, **provenance()})
+        write_tables()
 
 
 def render(record: dict) -> str:
@@ -259,15 +278,28 @@ def render(record: dict) -> str:
     return "\n".join(lines)
 
 
-def render_glance(record: dict) -> str:
-    """README's table: MiniLM-L6 at 1 x 128, with the speed-up over the fp32 MINDIR."""
-    rows = [r for r in record["rows"] if r["model"] == "MiniLM-L6"]
-    base = next((r["latency_ms"]["1x128"] for r in rows if r["artifact"] == "fp32 MINDIR"), None)
-    lines = ["| model file (MiniLM-L6) | size | latency 1 x 128 | vs fp32 MINDIR | peak RSS |", "|---|---|---|---|---|"]
-    for r in rows:
-        lat = r["latency_ms"]["1x128"]
-        lines.append(f"| {r['artifact']} | {r['file_MB']:.1f} MB | {lat:.1f} ms | "
-                     f"{base / lat:.2f}x | {r['peak_rss_MB']:.0f} MB |" if base else "")
+def render_glance(records: list) -> str:
+    """README's table: MiniLM-L6 at 1 x 128 on each CPU class, with the speed-up over the fp32 MINDIR."""
+    head = "| model file (MiniLM-L6) | size | peak RSS |"
+    rule = "|---|---|---|"
+    cols = []
+    for rec in records:
+        rows = {r["artifact"]: r for r in rec["rows"] if r["model"] == "MiniLM-L6"}
+        base = rows["fp32 MINDIR"]["latency_ms"]["1x128"] if "fp32 MINDIR" in rows else None
+        cols.append((rows, base))
+        name = ISA_NAMES[isa_class(rec["cpu"])]
+        head += f" 1 x 128, {name} | vs fp32 MINDIR |"
+        rule += "---|---|"
+    lines = [head, rule]
+    for a in ARTIFACTS:
+        first = next((rows[a] for rows, _ in cols if a in rows), None)
+        if first is None:
+            continue
+        line = f"| {a} | {first['file_MB']:.1f} MB | {first['peak_rss_MB']:.0f} MB |"
+        for rows, base in cols:
+            lat = rows[a]["latency_ms"]["1x128"] if a in rows else None
+            line += (f" {lat:.1f} ms | {base / lat:.2f}x |" if lat and base else " | |")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -281,17 +313,33 @@ def replace_between(path: str, begin: str, end: str, text: str) -> None:
         f.write(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
 
 
-def write_tables(record: dict) -> None:
-    cpu = record["cpu"]
-    note = (f"Measured {record.get('date', '')} on {cpu['model']}, {cpu['cores']} cores "
-            f"(CPU features: {', '.join(cpu['features']) or 'none listed'}), onnxruntime {record['onnxruntime']}, "
-            f"mindspore {record['mindspore']}: median of {record['calls']} calls, median over {record['rounds']} "
-            f"rounds, each artifact in a fresh process, nothing else running. Command: `{record['command']}` "
-            f"(`benchmarks/results/inference_cpu.json`).")
+def load_results() -> list:
+    """Every CPU class's latest sitting (benchmarks/results/inference_cpu_<isa>.json), AVX2 first."""
+    records = []
+    for isa in ISA_NAMES:
+        path = os.path.join(RESULTS, f"inference_cpu_{isa}.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                records.append(json.load(f))
+    return records
+
+
+def write_tables() -> None:
+    """docs/deployment.md: one table per CPU class with its sitting's note; README: the glance table."""
+    parts = []
+    for record in load_results():
+        cpu = record["cpu"]
+        isa = isa_class(cpu)
+        note = (f"Measured {record.get('date', '')} on {cpu['model']}, {cpu['cores']} cores "
+                f"(CPU features: {', '.join(cpu['features']) or 'none listed'}), onnxruntime {record['onnxruntime']}, "
+                f"mindspore {record['mindspore']}, commit {record.get('commit', '?')}: median of {record['calls']} "
+                f"calls, median over {record['rounds']} rounds, each artifact in a fresh process, nothing else "
+                f"running. Command: `{record['command']}` (`benchmarks/results/inference_cpu_{isa}.json`).")
+        parts.append(f"**{ISA_NAMES[isa]}** ({cpu['model']})\n\n" + render(record) + "\n\n" + note)
     replace_between(os.path.join(ROOT, "docs", "deployment.md"), "<!-- inference:begin -->", "<!-- inference:end -->",
-                    render(record) + "\n\n" + note)
+                    "\n\n".join(parts))
     replace_between(os.path.join(ROOT, "README.md"), "<!-- glance:begin -->", "<!-- glance:end -->",
-                    render_glance(record))
+                    render_glance(load_results()))
 
 
 if __name__ == "__main__":
