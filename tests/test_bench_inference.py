@@ -1,0 +1,32 @@
+"""benchmarks/bench_inference.py: one results file per CPU class, and the README's glance table
+built from them, against hand-computed values."""
+import os
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import bench_inference as bi  # noqa: E402
+
+
+def _record(features, fp32_ms, onnx_ms):
+    rows = [{"model": "MiniLM-L6", "artifact": a, "file_MB": mb, "peak_rss_MB": rss,
+             "latency_ms": {"1x128": ms, "8x128": 8 * ms, "1x32": ms / 4}}
+            for a, mb, rss, ms in (("fp32 MINDIR", 91.2, 826, fp32_ms), ("2-2-8 ONNX", 5.7, 142, onnx_ms))]
+    return {"cpu": {"model": "x", "cores": 2, "features": features}, "rows": rows}
+
+
+def test_cpu_class_decides_the_results_file():
+    assert bi.isa_class({"features": ["avx", "avx2"]}) == "avx2"
+    assert bi.isa_class({"features": ["avx2", "avx512f", "avx512_vnni"]}) == "avx512vnni"
+    assert bi.result_path({"features": ["avx2"]}).endswith(os.path.join("results", "inference_cpu_avx2.json"))
+
+
+def test_glance_table_has_one_column_pair_per_cpu_class():
+    table = bi.render_glance([_record(["avx2"], 42.0, 21.0), _record(["avx512_vnni"], 45.0, 15.0)])
+    lines = table.splitlines()
+    assert "AVX2 only" in lines[0] and "AVX-512 VNNI" in lines[0]
+    assert lines[0].index("AVX2 only") < lines[0].index("AVX-512 VNNI")
+    # 42 / 21 = 2.00x on AVX2, 45 / 15 = 3.00x on VNNI
+    assert lines[3] == "| 2-2-8 ONNX | 5.7 MB | 142 MB | 21.0 ms | 2.00x | 15.0 ms | 3.00x |"
+    assert lines[2] == "| fp32 MINDIR | 91.2 MB | 826 MB | 42.0 ms | 1.00x | 45.0 ms | 1.00x |"
