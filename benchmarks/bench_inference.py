@@ -326,8 +326,12 @@ def load_results() -> list:
 
 def write_tables() -> None:
     """docs/deployment.md: one table per CPU class with its sitting's note; README: the glance table."""
+    records = load_results()
+    if not records:
+        raise SystemExit(f"no results to render: none of {', '.join(f'inference_cpu_{i}.json' for i in ISA_NAMES)} "
+                         f"in {RESULTS} (run the benchmark first)")
     parts = []
-    for record in load_results():
+    for record in records:
         cpu = record["cpu"]
         isa = isa_class(cpu)
         note = (f"Measured {record.get('date', '')} on {cpu['model']}, {cpu['cores']} cores "
@@ -339,7 +343,7 @@ def write_tables() -> None:
     replace_between(os.path.join(ROOT, "docs", "deployment.md"), "<!-- inference:begin -->", "<!-- inference:end -->",
                     "\n\n".join(parts))
     replace_between(os.path.join(ROOT, "README.md"), "<!-- glance:begin -->", "<!-- glance:end -->",
-                    render_glance(load_results()))
+                    render_glance(records))
 
 
 if __name__ == "__main__":

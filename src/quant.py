@@ -295,9 +295,9 @@ class ActQuant(nn.Cell):
     def bake_range(self):
         """Deployment only: fix this learned-range quantizer's current range in the graph as
         constants (the same values per call; no scalar kernels, one pass less: a calibrated
-        MiniLM-L6 MINDIR went from 56.9 to 51.4 ms at 1 x 128 and 28.6 to 24.3 ms at 1 x 32, same
-        logits; 2026-11-29, one process, interleaved). The range no longer follows ``clip``:
-        never in training."""
+        MiniLM-L6 MINDIR ~10% faster at 1 x 128 and ~15% at 1 x 32, same logits;
+        benchmarks/results/mindir_ab_cpu.json). The range no longer follows ``clip``: never in
+        training (export_artifacts bakes the network it exports)."""
         if self.mode != "learned":
             raise ValueError(f"only fixed (learned or calibrated) ranges can be baked, not {self.mode!r}")
         up, down = fixed_scales(self._learned_range(), self.fq.bits)  # run once, eagerly
