@@ -3,6 +3,8 @@ built from them, against hand-computed values."""
 import os
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -30,3 +32,26 @@ def test_glance_table_has_one_column_pair_per_cpu_class():
     # 42 / 21 = 2.00x on AVX2, 45 / 15 = 3.00x on VNNI
     assert lines[3] == "| 2-2-8 ONNX | 5.7 MB | 142 MB | 21.0 ms | 2.00x | 15.0 ms | 3.00x |"
     assert lines[2] == "| fp32 MINDIR | 91.2 MB | 826 MB | 42.0 ms | 1.00x | 45.0 ms | 1.00x |"
+
+
+def test_onnx_profile_groups_kernels_and_leaves_out_the_warmup_calls():
+    import profile_onnx as po
+
+    def run(ts):
+        return {"cat": "Session", "name": "model_run", "ts": ts, "dur": 900}
+
+    def kernel(name, op, ts, dur):
+        return {"cat": "Node", "name": name + "_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+    events = [run(0), kernel("qkv", "MatMulIntegerToFloat", 10, 5000),  # warm-up call: left out
+              run(1000), kernel("qkv", "MatMulIntegerToFloat", 1010, 400), kernel("pv", "MatMulIntegerToFloat", 1020, 100),
+              kernel("q", "QuantizeLinear", 1030, 60), kernel("c", "Clip", 1040, 40), kernel("ln", "SkipLayerNormalization", 1050, 200),
+              run(2000), kernel("qkv", "MatMulIntegerToFloat", 2010, 600), kernel("pv", "MatMulIntegerToFloat", 2020, 100),
+              kernel("q", "QuantizeLinear", 2030, 60), kernel("c", "Clip", 2040, 40), kernel("ln", "SkipLayerNormalization", 2050, 200),
+              {"cat": "Node", "name": "qkv_fence_before", "ts": 2011, "dur": 0, "args": {"op_name": "MatMulIntegerToFloat"}}]
+    p = po.summarize(events, weight_nodes={"qkv"}, warmup=1)
+    # two calls: (400 + 600) / 2 us = 0.5 ms of weight products; P.V 0.1; quantization (60 + 40) us = 0.1
+    assert p["calls"] == 2 and p["nodes_per_call"] == 5
+    assert p["groups_ms"] == {"weight products": 0.5, "attention products": 0.1, "quantization": 0.1, "other": 0.2}
+    assert p["kernel_ms"] == 0.9 and p["ops_ms"]["Clip"] == 0.04
+    with pytest.raises(ValueError, match="warm-up"):
+        po.summarize(events, {"qkv"}, warmup=3)
