@@ -7,8 +7,9 @@ and metric code as eval.py).
 
 Exports the checkpoint with export.py's code into --output_dir (unless the files are there),
 evaluates each file, and appends one JSON line to --results: the metrics per file kind and
-their largest difference from the checkpoint's, plus the number of examples whose prediction
-differs (classification) or the largest score difference (regression).
+their largest difference from the checkpoint's, plus the examples whose prediction differs
+(classification; with the checkpoint's margin there and its rank among all margins, to tell a
+near-tie from a real error) or the largest score difference (regression).
 """
 import argparse
 import json
@@ -19,6 +20,18 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def changed_predictions(ref, got) -> list:
+    """The examples whose class differs between the reference logits and another file's [N, C]:
+    each with the reference's margin (its top logit minus the runner-up: how far the example is
+    from the decision boundary) and that margin's rank in the set (0: the smallest)."""
+    import numpy as np
+    top2 = np.sort(ref, axis=-1)[:, -2:]  # [N, 2]
+    margin = top2[:, 1] - top2[:, 0]  # [N]
+    rank = np.argsort(np.argsort(margin, kind="stable"), kind="stable")
+    return [{"example": int(i), "checkpoint_margin": float(margin[i]), "margin_rank": int(rank[i])}
+            for i in np.nonzero(got.argmax(-1) != ref.argmax(-1))[0]]
 
 
 def main(argv=None):
@@ -70,7 +83,8 @@ def main(argv=None):
         d["max_metric_diff"] = max(abs(d[k] - out["checkpoint"][k]) for k in spec.metrics)
         d["max_logit_diff"] = float(np.abs(logits[kind] - ref).max())
         if not spec.is_regression:
-            d["predictions_changed"] = int((logits[kind].argmax(-1) != ref.argmax(-1)).sum())
+            d["changed"] = changed_predictions(ref, logits[kind])
+            d["predictions_changed"] = len(d["changed"])
     record = {"task": task, "quant": model.run.quant.name, "checkpoint": os.path.abspath(args.checkpoint),
               "data_dir": os.path.abspath(args.data_dir), "results": out, **provenance()}
     os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)

@@ -17,7 +17,7 @@ export GLOG_v=${GLOG_v:-3}
 if [ "$(nproc)" -lt 2 ]; then
   exec "$PY" -m pytest -q "$@" tests
 fi
-FIRST=(tests/test_e2e.py tests/test_checkpoint.py tests/test_api.py tests/test_data.py)
+FIRST=(tests/test_e2e.py tests/test_checkpoint.py tests/test_api.py tests/test_data.py tests/test_quickstart.py)
 SECOND=()
 for f in tests/test_*.py; do
   [[ " ${FIRST[*]} " == *" $f "* ]] || SECOND+=("$f")

@@ -55,3 +55,15 @@ def test_onnx_profile_groups_kernels_and_leaves_out_the_warmup_calls():
     assert p["kernel_ms"] == 0.9 and p["ops_ms"]["Clip"] == 0.04
     with pytest.raises(ValueError, match="warm-up"):
         po.summarize(events, {"qkv"}, warmup=3)
+
+
+def test_changed_predictions_carry_the_reference_margin_and_its_rank():
+    import numpy as np
+    import deploy_accuracy as da
+    ref = np.array([[0.0, 3.0], [1.0, 1.2], [2.0, 0.5], [0.0, 0.05]], np.float32)  # margins 3, 0.2, 1.5, 0.05
+    got = np.array([[0.0, 3.0], [1.3, 1.2], [2.0, 0.5], [0.1, 0.05]], np.float32)  # examples 1 and 3 flip
+    out = da.changed_predictions(ref, got)
+    assert [c["example"] for c in out] == [1, 3]
+    assert [c["margin_rank"] for c in out] == [1, 0]  # 0.05 is the smallest margin, 0.2 the next
+    assert np.allclose([c["checkpoint_margin"] for c in out], [0.2, 0.05])
+    assert da.changed_predictions(ref, ref) == []
