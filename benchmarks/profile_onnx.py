@@ -138,14 +138,13 @@ def main(argv=None):
         print(f"{m} {a}: " + ", ".join(f"{k} {v['kernel_ms']:.2f} ms" for k, v in rows[-1]["shapes"].items()),
               flush=True)
     import onnxruntime
-    from common import write_result
+    from common import provenance, write_result
     out = args.out or os.path.join(RESULTS, f"onnx_profile_cpu_{isa_class(cpu)}.json")
     record = {"benchmark": "ONNX Runtime kernel profile: kernel ms per call, by group and by operator type "
                            "(benchmarks/profile_onnx.py's docstring has the groups)",
               "cpu": cpu, "onnxruntime": onnxruntime.__version__, "calls": args.calls, "rows": rows}
     write_result(out, record)
-    with open(out) as f:
-        record = json.load(f)
+    record.update(provenance())  # the commit the table names, as written beside the numbers
     print(render(record))
     if args.write_docs:
         replace_between(DOC, "<!-- profile:begin -->", "<!-- profile:end -->", render(record))

@@ -14,6 +14,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export GLOG_v=${GLOG_v:-3}
+if [ ! -x "$PY" ]; then
+  echo "scripts/test.sh: no Python at $PY: run 'bash scripts/setup.sh --dev' first (or set PYTHON)" >&2
+  exit 2
+fi
 if [ "$(nproc)" -lt 2 ]; then
   exec "$PY" -m pytest -q "$@" tests
 fi

@@ -41,3 +41,9 @@ def test_test_sh_runs_every_file_once_and_combines_exit_codes(tmp_path):
         p, _ = _run_test_sh(tmp_path, codes)
         assert p.returncode == rc, (codes, p.stdout)
     assert "FAILED: process 1 exit 0, process 2 exit 1" in _run_test_sh(tmp_path, {"first": 0, "second": 1})[0].stdout
+
+
+def test_test_sh_without_its_python_says_what_to_run(tmp_path):
+    p = subprocess.run(["bash", "scripts/test.sh"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHON=str(tmp_path / "none" / "python")))
+    assert p.returncode == 2 and "bash scripts/setup.sh --dev" in p.stderr and "none/python" in p.stderr
