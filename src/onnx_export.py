@@ -166,13 +166,25 @@ def _float_weight(g: _Graph, hint: str, w: np.ndarray, q) -> str:
 # ------------------------------------------------------------------------------------------
 # Activation quantizers (one per ActQuant node of the network)
 # ------------------------------------------------------------------------------------------
+def _codes(g: _Graph, x: str, s: str, no_low_clip: bool) -> str:
+    """uint8 codes (zero point 128) of the symmetric formula: clamp(round(x / s), -127, 127) + 128."""
+    u = g.op("QuantizeLinear", [x, s, g.const(ZP, np.uint8)])  # codes -128..127
+    return u if no_low_clip else g.op("Clip", [u, g.const(ZP - 127, np.uint8), g.const(255, np.uint8)])
+
+
 def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
     """The 8-bit codes of ``x`` for an ActQuant node, by the same formula as training.
 
+    Training computes round(clip(x, -c, c) / s) with s = c / 127: codes -127..127. Rounding is
+    monotone and +-127 are integers, so that equals clamp(round(x / s), -127, 127): QuantizeLinear
+    (uint8, zero point 128) saturates at code 127 by itself, and only its extra code -128 (x below
+    -c * 127.5 / 127) has to be clipped, on the uint8 codes (a quarter of the float input's bytes).
+    A float Clip before QuantizeLinear also stopped ONNX Runtime from fusing the integer P.V product
+    with the quantizer after it; measured on MiniLM-L6 at 1 x 128 (learned ranges): Clip kernel
+    time 0.84 -> 0.54 ms per call, the same logits bit for bit.
+
     lower: a bound x never goes below (GELU outputs, probabilities), or None. Where the range's
-    lower end -c is at most that bound, clipping x to [-c, c] changes nothing that QuantizeLinear's
-    saturation does not: above c, round(x / s) >= 127 saturates to code 127 = round(c / s). The
-    Clip (a full pass over x) is then left out, with the same codes.
+    lower end -c is at most that bound, no code below -127 can occur and the Clip is left out.
 
     Symmetric quantizers with a calibrated range (``g.act_ranges``): the same formula with m fixed,
     so values beyond m saturate at code +-127 as values beyond c do per call."""
@@ -188,30 +200,24 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
         if name not in g.act_ranges:
             raise OnnxExportError(f"no calibrated range for the activation quantizer {name}")
         m = np.float32(max(float(g.act_ranges[name]), 1e-30))  # training keeps m >= 1e-30 too
-        xc = x if fq.bounded or (lower is not None and lower >= -m) else g.op(
-            "Clip", [x, g.const(-m), g.const(m)])
         s = g.const(m / np.float32(levels))
-        return _QAct(g.op("QuantizeLinear", [xc, s, g.const(ZP, u8)]), ZP, s)
+        return _QAct(_codes(g, x, s, fq.bounded or (lower is not None and lower >= -m)), ZP, s)
     if aq.mode == "symmetric":
         if fq.bounded:  # softmax probabilities, in [0, 1]: no clip
-            xc = x
             m = g.op("ReduceMax", [x], keepdims=0)
         else:
             # max|clip(x)| = min(max|x|, c), as in training
             m = g.op("Min", [g.op("ReduceMax", [g.op("Abs", [x])], keepdims=0), g.const(fq.clip)])
-            xc = x if lower is not None and lower >= -fq.clip else g.op(
-                "Clip", [x, g.const(-fq.clip), g.const(fq.clip)])
         # No guard against m = 0 (training keeps m >= 1e-30): then x is all zeros and s = 0, and every
         # consumer multiplies the codes by s (DequantizeLinear, MatMulIntegerToFloat): 0, as in training.
         if id(aq) in g.act_names:
             g.range_tensors[g.act_names[id(aq)]] = m
         s = g.op("Div", [m, g.const(levels)])
-        return _QAct(g.op("QuantizeLinear", [xc, s, g.const(ZP, u8)]), ZP, s)
+        return _QAct(_codes(g, x, s, fq.bounded or (lower is not None and lower >= -fq.clip)), ZP, s)
     if aq.mode == "learned":
         a = np.maximum(np.float32(aq.clip.asnumpy().reshape(())), np.float32(1e-3))
         s = g.const(a / np.float32(levels))
-        xc = x if lower is not None and lower >= -a else g.op("Clip", [x, g.const(-a), g.const(a)])
-        return _QAct(g.op("QuantizeLinear", [xc, s, g.const(ZP, u8)]), ZP, s)
+        return _QAct(_codes(g, x, s, lower is not None and lower >= -a), ZP, s)
     if aq.mode == "asymmetric_ema":
         # q = round((clip(x, lo, hi) - lo) / s) s + lo, s = (hi - lo) / 255: codes 0..255, zero point 0
         lo = np.float32(aq.ema_lo.asnumpy())

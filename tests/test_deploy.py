@@ -186,6 +186,31 @@ def test_onnx_activation_codes_without_clip_above_a_lower_bound(pynative, mode):
     assert u.max() == 127 and (x > c).any()  # the saturated side was exercised
 
 
+@pytest.mark.parametrize("mode", ["learned", "calibrated"])
+def test_onnx_activation_codes_of_fixed_ranges_clip_both_ends(pynative, mode):
+    """Fixed ranges (learned clip, calibrated range): values far beyond and just beyond -c and +c
+    take codes -127 and 127, never QuantizeLinear's extra -128: numpy's round(clip(x, -c, c) / s)."""
+    from src.onnx_export import _act_quant
+    from src.quant import ActQuant
+    c = 0.8
+    aq = ActQuant(QuantConfig(act_mode="learned" if mode == "learned" else "symmetric", act_clip=2.5))
+    if mode == "learned":
+        aq.clip.set_data(T(np.array([c], np.float32)))
+    rng = np.random.RandomState(5)
+    x = np.concatenate([rng.uniform(-3 * c, 3 * c, 995),
+                        [-c * 1.0035, -c * 1.01, -50.0, c * 1.01, 50.0]]).astype(np.float32).reshape(5, 200)
+
+    def build(g, xin):
+        if mode == "calibrated":
+            g.act_names, g.act_ranges = {id(aq): "aq"}, {"aq": c}
+        return _act_quant(g, xin, aq).u
+    u = _run_graph(build, {"x": x}).astype(np.int64) - 128
+    s = np.float32(c) / np.float32(127)
+    expect = np.round(np.clip(x, -c, c) / s)
+    np.testing.assert_array_equal(u, expect)
+    assert u.min() == -127 and u.max() == 127 and (x < -c * 127.5 / 127).any()
+
+
 def test_onnx_runs_without_mindspore(tmp_path, pynative):
     """A deployed process needs onnxruntime only: loading and running the model imports no MindSpore."""
     from src.onnx_export import export_onnx
