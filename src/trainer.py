@@ -29,6 +29,7 @@ from .checkpoint import atomic_save_checkpoint, load_into, named_params, read_ch
 from .config import RunConfig, TrainConfig, atomic_write_text, config_path_for, get_task
 from .dataset import any_length_inputs, create_dataset, dataset_size
 from .glue import load_meta
+from .logs import Throughput, format_duration
 from .metrics import compute_metrics
 from .packing import FrozenTwin
 from .tinybert_model import LogitsOnly, quantized_cells
@@ -210,6 +211,7 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
     step = state["step"]
     train_time = 0.0  # seconds in training steps only (evaluations excluded)
     seen = 0
+    throughput = Throughput()
     loss_sum, loss_n = 0.0, 0
     names = spec.train_cell.terms  # the loss terms in use (hidden, attention, pred, gold)
     terms_sum = np.zeros(len(names))
@@ -240,12 +242,12 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
             terms_sum += terms.asnumpy()
             loss_n += 1
             if main_rank and (step % log_every == 0 or step == total):
-                rate = seen / max(train_time, 1e-9)
+                rate = throughput.update(seen, train_time)  # this rank's samples/s, recent steps
                 eta = (total - step) * t.batch_size / max(rate, 1e-9)
                 logger.info("epoch %d step %d/%d loss %.5f (%s) %.1f samples/s ETA %s", epoch + 1,
                             step, total, loss_sum / loss_n,
                             " ".join(f"{n} {v / loss_n:.5f}" for n, v in zip(names, terms_sum)),
-                            rate * spec.group_size, time.strftime("%H:%M:%S", time.gmtime(eta)))
+                            rate * spec.group_size, format_duration(eta))
             evaluated = step % eval_every == 0 or step == total or step % per_epoch == 0
             if evaluated:
                 _evaluate_and_save(spec, state, step, epoch, loss_sum / max(loss_n, 1),

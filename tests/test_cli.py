@@ -96,3 +96,24 @@ def test_mixed_precision_flags_reach_the_train_config():
     assert (t.compute_type, t.loss_scale, t.loss_scale_window) == ("fp16", 1024.0, 10)
     assert cli.train_config(train.parse_args(["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d",
                                               "--output_dir", "o"])).compute_type == "fp32"
+
+
+def test_progress_rate_forgets_compilation_and_pauses_and_eta_passes_a_day():
+    """The logged samples/s is over the last 5 log intervals (hand-computed), not since the start:
+    a 20 s first step (compilation) or a 10-minute pause stops counting once 5 newer intervals are
+    logged. The ETA's hours do not wrap at a day."""
+    from src.logs import Throughput, format_duration
+    meter = Throughput(window=5)
+    assert meter.update(32, 20.0) == pytest.approx(1.6)  # first step: 32 samples in 20 s
+    assert meter.update(64, 21.0) == pytest.approx(32.0 / 1.0)  # 32 samples in the next second
+    assert meter.update(96, 621.0) == pytest.approx(64.0 / 601.0)  # a 600 s pause in that interval
+    samples, seconds = 96, 621.0
+    for i in range(4):
+        samples, seconds = samples + 32, seconds + 1.0
+        rate = meter.update(samples, seconds)
+    assert rate == pytest.approx(32 * 5 / 604.0)  # the 600 s interval still among the last 5
+    rate = meter.update(samples + 32, seconds + 1.0)
+    assert rate == pytest.approx(32.0)  # now only steady 1 s intervals
+    assert format_duration(0) == "0:00:00"
+    assert format_duration(3599.6) == "1:00:00"
+    assert format_duration(90061) == "25:01:01"  # a day, an hour, a minute, a second
