@@ -4,14 +4,14 @@ MindSpore's own ONNX export cannot express this network (dynamic shapes, Erf, th
 and a float ONNX of the fake-quant network would compute in fp32 anyway. Here every quantized
 dense layer becomes an integer matrix product that ONNX Runtime runs with int8 GEMM kernels:
 
-    u   = QuantizeLinear(clip(x), s, zero_point 128)      uint8 [.., in]   (8-bit activation)
+    u   = Clip(QuantizeLinear(x, s, zero_point 128), 1)   uint8 [.., in]   (8-bit activation)
     acc = MatMulInteger(u, C, 128, 0)                      int32 [.., out]  (C: int8 codes^T)
     y   = float(acc) * (s * alpha) + bias                  fp32  [.., out]
 
 with ``(alpha, C)`` exactly the ``(scale, codes)`` of ``src.quant.quantize_weight`` (the function
 training and evaluation use) and ``s`` computed by the same formula as the training fake-quant
-(per-tensor max-abs, clipped; or the EMA / learned fixed range). Activations are uint8 with zero
-point 128 because ONNX Runtime's u8 x s8 GEMM is its fast path (an int8 x int8 product runs ~10x
+(per-tensor max-abs, clipped; or the EMA / learned fixed range; the Clip keeps the codes at
+-127..127, see ``_codes``). Activations are uint8 with zero point 128 because ONNX Runtime's u8 x s8 GEMM is its fast path (an int8 x int8 product runs ~10x
 slower there); the integers are the same. Q and K before Q.K^T, and the softmax probabilities
 and V before P.V, are fake-quantized (QuantizeLinear/DequantizeLinear pairs) as in training.
 
