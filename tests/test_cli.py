@@ -108,7 +108,7 @@ def test_progress_rate_forgets_compilation_and_pauses_and_eta_passes_a_day():
     assert meter.update(64, 21.0) == pytest.approx(32.0 / 1.0)  # 32 samples in the next second
     assert meter.update(96, 621.0) == pytest.approx(64.0 / 601.0)  # a 600 s pause in that interval
     samples, seconds = 96, 621.0
-    for i in range(4):
+    for _ in range(4):
         samples, seconds = samples + 32, seconds + 1.0
         rate = meter.update(samples, seconds)
     assert rate == pytest.approx(32 * 5 / 604.0)  # the 600 s interval still among the last 5
