@@ -13,8 +13,8 @@ training and evaluation use) and ``s`` computed by the same formula as the train
 (per-tensor max-abs, clipped; or the EMA / learned fixed range; the Clip keeps the codes at
 -127..127, see ``_codes``). Activations are uint8 with zero point 128 because ONNX Runtime's
 u8 x s8 GEMM is its fast path (an int8 x int8 product runs ~10x slower there); the integers are
-the same. Q and K before Q.K^T, and the softmax probabilities
-and V before P.V, are fake-quantized (QuantizeLinear/DequantizeLinear pairs) as in training.
+the same. Q and K before Q.K^T, and the softmax probabilities and V before P.V, are
+fake-quantized (QuantizeLinear/DequantizeLinear pairs) as in training.
 
 By default the three lines of a layer are ONE ONNX Runtime operator, MatMulIntegerToFloat
 (com.microsoft domain: the int32 sums scaled and biased as they leave the GEMM); ``ops="standard"``
