@@ -47,6 +47,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", nargs="+", required=True, help="name=path.mindir or name=path.onnx ...")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--max_token_id", type=int, default=30000, help="token ids are drawn from [1000, this) "
+                    "(MiniLM-L6 and BERT-base vocabularies: 30522), or [0, this) when it is below 1000")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     files = {}
@@ -62,7 +64,8 @@ def main(argv=None):
     result = {"files": {k: os.path.abspath(v) for k, v in files.items()}, "cpu": cpu_info(),
               "rounds": args.rounds, "latency_ms": {}, "latency_ms_rounds": {}, "identical_logits": {}}
     for b, s, calls in SHAPES:
-        feed = (rng.integers(1000, 30000, (b, s)).astype(np.int32), np.ones((b, s), np.int32),
+        low = 1000 if args.max_token_id > 1000 else 0
+        feed = (rng.integers(low, args.max_token_id, (b, s)).astype(np.int32), np.ones((b, s), np.int32),
                 np.zeros((b, s), np.int32))  # input_ids, input_mask, segment_ids [b, s]
         outs = {}
         for k, run in runners.items():

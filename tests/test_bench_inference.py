@@ -67,3 +67,33 @@ def test_changed_predictions_carry_the_reference_margin_and_its_rank():
     assert [c["margin_rank"] for c in out] == [1, 0]  # 0.05 is the smallest margin, 0.2 the next
     assert np.allclose([c["checkpoint_margin"] for c in out], [0.2, 0.05])
     assert da.changed_predictions(ref, ref) == []
+
+
+def test_compare_latency_reports_every_round_and_which_files_agree(tmp_path, pynative):
+    """Two exports of one network agree bit for bit, a third network does not: the report names
+    exactly that pair at every shape, with one median per round and file."""
+    import dataclasses
+    import json
+    import numpy as np
+    from conftest import randomize, tiny_config
+    from src.config import QuantConfig, RunConfig
+    from src.onnx_export import export_onnx
+    from src.tinybert_model import BertForSequenceClassification
+    import compare_latency
+    cfg = dataclasses.replace(tiny_config(), max_position_embeddings=128)  # the script's 128-token batches
+    run = RunConfig(task="sst-2", model=cfg, quant=QuantConfig())
+    paths = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        net = BertForSequenceClassification(cfg, run.quant)
+        randomize(net, np.random.RandomState(seed))
+        net.set_train(False)
+        paths[name] = export_onnx(net, run, str(tmp_path / f"{name}.onnx"))
+    out = tmp_path / "ab.json"
+    compare_latency.main(["--files", *(f"{k}={v}" for k, v in paths.items()), "--rounds", "2",
+                          "--max_token_id", str(cfg.vocab_size), "--out", str(out)])
+    rec = json.loads(out.read_text())
+    assert set(rec["identical_logits"]) == {"1x128", "8x128", "1x32"}
+    for shape, pairs in rec["identical_logits"].items():
+        assert pairs == [["a", "b"]]
+        assert all(len(rec["latency_ms_rounds"][shape][k]) == 2 for k in "abc")
+        assert rec["latency_ms"][shape]["a"] == pytest.approx(np.median(rec["latency_ms_rounds"][shape]["a"]))
