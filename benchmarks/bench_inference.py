@@ -96,24 +96,25 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
+def open_model(path: str):
+    """fn(input_ids, input_mask, segment_ids) -> logits (numpy) of any artifact here, .onnx or
+    .mindir, including the ones export.py did not write (fp32 MINDIR, quantize_dynamic's int8)."""
+    if path.endswith(".onnx"):
+        import onnxruntime as ort
+        from src.deploy import onnx_feed, session_options  # what predict.py / eval.py use, for every ONNX file
+        sess = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
+        return lambda a, b, c: sess.run(["logits"], onnx_feed(a, b, c))[0]
+    import mindspore as ms
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device("CPU")
+    cell = ms.nn.GraphCell(ms.load(path))
+    return lambda a, b, c: cell(ms.Tensor(a), ms.Tensor(b), ms.Tensor(c)).asnumpy()
+
+
 def worker(path: str, calls: int, inputs) -> dict:
     import numpy as np
     t0 = time.perf_counter()
-    if path.endswith(".onnx"):
-        import onnxruntime as ort
-        from src.deploy import session_options  # what predict.py / eval.py use, for every ONNX file alike
-        sess = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
-
-        def fn(a, b, c):
-            return sess.run(None, {"input_ids": a, "input_mask": b, "segment_ids": c})[0]
-    else:
-        import mindspore as ms
-        ms.set_context(mode=ms.GRAPH_MODE)
-        ms.set_device("CPU")
-        cell = ms.nn.GraphCell(ms.load(path))
-
-        def fn(a, b, c):
-            return cell(ms.Tensor(a), ms.Tensor(b), ms.Tensor(c)).asnumpy()
+    fn = open_model(path)
     load_s = time.perf_counter() - t0
     rng = np.random.RandomState(0)
     out = {"load_s": load_s, "latency_ms": {}}

@@ -24,23 +24,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_inference import cpu_info  # noqa: E402
+from bench_inference import cpu_info, open_model  # noqa: E402
 from common import write_result  # noqa: E402
 
 SHAPES = ((1, 128, 30), (8, 128, 8), (1, 32, 40))  # batch, length, timed calls per file and round
-
-
-def _runner(path: str):
-    """fn(input_ids, input_mask, segment_ids) -> logits (numpy), for a .mindir or .onnx file."""
-    if path.endswith(".onnx"):
-        import onnxruntime as ort
-        from src.deploy import onnx_feed, session_options
-        sess = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
-        return lambda *a: sess.run(["logits"], onnx_feed(*a))[0]
-    import mindspore as ms
-    ms.set_context(mode=ms.GRAPH_MODE)
-    cell = ms.nn.GraphCell(ms.load(path))
-    return lambda *a: cell(*(ms.Tensor(x) for x in a)).asnumpy()
 
 
 def main(argv=None):
@@ -57,9 +44,9 @@ def main(argv=None):
         if not sep or not os.path.isfile(path) or os.path.splitext(path)[1] not in (".mindir", ".onnx"):
             ap.error(f"--files takes name=path with an existing .mindir or .onnx file, got {item!r}")
         files[name] = path
-    if args.rounds < 1:
-        ap.error(f"--rounds must be >= 1, got {args.rounds}")
-    runners = {k: _runner(v) for k, v in files.items()}
+    if args.rounds < 1 or args.max_token_id < 1:
+        ap.error(f"--rounds and --max_token_id must be >= 1, got {args.rounds} and {args.max_token_id}")
+    runners = {k: open_model(v) for k, v in files.items()}
     rng = np.random.default_rng(0)
     result = {"files": {k: os.path.abspath(v) for k, v in files.items()}, "cpu": cpu_info(),
               "rounds": args.rounds, "latency_ms": {}, "latency_ms_rounds": {}, "identical_logits": {}}
