@@ -23,6 +23,7 @@ _VARIANTS = {
               "ablation: no distillation, gold labels only"),
     "tokens": (["--token_mean"], "2-2-8, hidden/attention MSE over real tokens only"),
     "gold": (["--label_weight", "1"], "2-2-8 plus cross-entropy / MSE on the gold labels"),
+    "attn-kl": (["--attention_loss", "kl"], "2-2-8, attention term: KL of the attention probabilities"),
     "two-stage": ([], "2-2-8, hidden + attention terms first, then the prediction term"),
 }
 # The bucket flags: length-grouped batches cut to a multiple of 16, and the token-mean loss that
@@ -31,7 +32,7 @@ BUCKETS = ["--token_mean", "--bucket_width", "16"]
 # variants that also exist on length buckets, where they compare with "2-2-8-buckets" at about
 # half the CPU time of padded runs
 _BUCKETED = ("lat", "layer-emb", "no-attn", "no-kd", "gold", "learned", "ema", "ema-fast", "no-ste-mask",
-             "two-stage")
+             "two-stage", "attn-kl")
 
 # name -> (train.py flags, what it is). "2-2-8" is the product's default recipe.
 RECIPES = {"2-2-8": ([], "2-2-8 TWN, row-wise embedding, symmetric 8-bit activations (default)"),

@@ -78,6 +78,18 @@ def pair_score_mse(s_scores, t_scores, pair_keep, n_pairs):
     return ops.square(d).sum(axis=-1).sum() / (n_pairs * s_scores.shape[1])
 
 
+def attention_kl(s_scores, t_scores, row_keep, n_rows):
+    """KL(teacher || student) of the attention probabilities, per query row, mean over rows.
+
+    Scores [B, nh, S, S] carry the key mask (-10000 on padded keys): both softmaxes give those
+    keys probability 0, so they add nothing. row_keep [B, 1, S, 1] selects the query rows that
+    count (real tokens, or every position) and n_rows is their number times the heads."""
+    log_t = ops.log_softmax(t_scores, axis=-1)
+    log_s = ops.log_softmax(s_scores, axis=-1)
+    kl = (ops.exp(log_t) * (log_t - log_s)).sum(axis=-1, keepdims=True)  # [B, nh, S, 1]
+    return (kl * row_keep).sum() / n_rows
+
+
 class DistillLoss(nn.Cell):
     """Scalar distillation loss of a student against a frozen teacher.
 
@@ -125,14 +137,7 @@ class DistillLoss(nn.Cell):
             loss = loss + d.hidden_weight * h
             terms.append(h)
         if d.attention_weight > 0:
-            a = 0.0
-            key_keep = keep.reshape(keep.shape[0], 1, 1, -1)  # [B, 1, 1, S]
-            pair_keep = key_keep * keep.reshape(keep.shape[0], 1, -1, 1)  # [B, 1, S, S] real q x real k
-            n_pairs = pair_keep.sum()
-            for i, j in enumerate(self.attn_map):
-                t_s = ops.stop_gradient(t_scores[j])
-                a = a + (pair_score_mse(s_scores[i], t_s, pair_keep, n_pairs) if d.token_mean
-                         else masked_score_mse(s_scores[i], t_s, key_keep))
+            a = self._attention_term(s_scores, t_scores, keep)
             loss = loss + d.attention_weight * a
             terms.append(a)
         if d.pred_weight > 0:
@@ -151,6 +156,28 @@ class DistillLoss(nn.Cell):
         if self.return_terms:
             return loss, ops.stop_gradient(ops.stack(terms))
         return loss
+
+    def _attention_term(self, s_scores, t_scores, keep):
+        """The attention term summed over the mapped layers; keep [B, S] is 1 on real tokens."""
+        d = self.dcfg
+        a = 0.0
+        if d.attention_loss == "kl":
+            # the query rows that count: real tokens (token_mean) or every position
+            row_keep = keep.reshape(keep.shape[0], 1, -1, 1)  # [B, 1, S, 1]
+            if not d.token_mean:
+                row_keep = ops.ones_like(row_keep)
+            n_rows = row_keep.sum() * s_scores[0].shape[1]
+            for i, j in enumerate(self.attn_map):
+                a = a + attention_kl(s_scores[i], ops.stop_gradient(t_scores[j]), row_keep, n_rows)
+            return a
+        key_keep = keep.reshape(keep.shape[0], 1, 1, -1)  # [B, 1, 1, S]
+        pair_keep = key_keep * keep.reshape(keep.shape[0], 1, -1, 1)  # [B, 1, S, S] real q x real k
+        n_pairs = pair_keep.sum()
+        for i, j in enumerate(self.attn_map):
+            t_s = ops.stop_gradient(t_scores[j])
+            a = a + (pair_score_mse(s_scores[i], t_s, pair_keep, n_pairs) if d.token_mean
+                     else masked_score_mse(s_scores[i], t_s, key_keep))
+        return a
 
 
 def task_loss(logits, label_ids, regression: bool):

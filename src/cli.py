@@ -11,7 +11,7 @@ import os
 from typing import Optional
 
 from .logs import setup_logging  # noqa: F401 - the entry points' logging set-up
-from .config import ACT_MODES, DEFAULT_DISTILL_LR, DistillConfig, QuantConfig, TrainConfig, TASKS, get_task
+from .config import ACT_MODES, ATTENTION_LOSSES, DEFAULT_DISTILL_LR, DistillConfig, QuantConfig, TrainConfig, TASKS, get_task
 
 
 def task_name(value: str) -> str:
@@ -187,7 +187,10 @@ def add_distill_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--label_weight", type=float, default=d.label_weight)
     g.add_argument("--regression_target", default=d.regression_target, choices=["teacher", "label"])
     g.add_argument("--token_mean", action="store_true",
-                   help="hidden/attention MSE over real tokens only (padding-independent)")
+                   help="hidden/attention terms over real tokens only (padding-independent)")
+    g.add_argument("--attention_loss", default=d.attention_loss, choices=list(ATTENTION_LOSSES),
+                   help="mse: MSE of the attention scores (the paper); kl: KL divergence of the student's "
+                        "attention probabilities from the teacher's, per query")
 
 
 def quant_config(args) -> QuantConfig:
@@ -202,7 +205,8 @@ def quant_config(args) -> QuantConfig:
 def distill_config(args) -> DistillConfig:
     return DistillConfig(hidden_weight=args.hidden_weight, attention_weight=args.attention_weight,
                          pred_weight=args.pred_weight, label_weight=args.label_weight,
-                         regression_target=args.regression_target, token_mean=args.token_mean)
+                         regression_target=args.regression_target, token_mean=args.token_mean,
+                         attention_loss=args.attention_loss)
 
 
 def start_run(args):

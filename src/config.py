@@ -174,6 +174,9 @@ class QuantConfig:
         return f"{self.weight_bits}-{self.embedding_bits}-{self.act_bits}"
 
 
+ATTENTION_LOSSES = ("mse", "kl")
+
+
 @dataclass
 class DistillConfig:
     """Weights of the distillation loss terms (the paper: all 1, no gold-label term)."""
@@ -186,6 +189,11 @@ class DistillConfig:
     # batch, so their weight shrinks as padding grows. True: means over real tokens only (and
     # real query x key pairs), the same whatever the padding: what --bucket_width needs.
     token_mean: bool = False
+    # What the attention term compares: "mse" (the paper) the scores, with padded keys left out;
+    # "kl" the probabilities, KL(teacher || student) per query row summed over its keys (Kim et
+    # al. 2022 report it closer to the teacher for ternary students); it is already independent
+    # of padded keys (their probabilities are 0 in both).
+    attention_loss: str = "mse"
 
     @property
     def uses_teacher(self) -> bool:
@@ -202,6 +210,8 @@ class DistillConfig:
         for name in ("hidden_weight", "attention_weight", "pred_weight", "label_weight"):
             if getattr(self, name) < 0:
                 p.append(f"{name} must be >= 0")
+        if self.attention_loss not in ATTENTION_LOSSES:
+            p.append(f"attention_loss must be one of {', '.join(ATTENTION_LOSSES)}, got {self.attention_loss!r}")
         if self.regression_target not in ("teacher", "label"):
             p.append(f"regression_target must be 'teacher' or 'label', got "
                      f"{self.regression_target!r}")

@@ -5,7 +5,8 @@ import mindspore as ms
 
 import numpy_ref as ref
 from conftest import randomize, tiny_batch, tiny_config
-from src.cell_wrapper import DistillLoss, TaskLoss, TrainOneStep, WarmupLinearLR, build_optimizer, layer_map
+from src.cell_wrapper import (DistillLoss, TaskLoss, TrainOneStep, WarmupLinearLR, attention_kl, build_optimizer,
+                              layer_map)
 from src.config import DistillConfig, QuantConfig, TrainConfig
 from src.dataset import any_length_inputs
 from src.tinybert_model import BertForSequenceClassification
@@ -113,6 +114,56 @@ def test_token_mean_loss_matches_numpy_and_ignores_padding(pynative):
     assert abs(a - b) > 0.05 * a
 
 
+def _np_log_softmax(x):
+    x = x.astype(np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _np_attention_kl(ss, ts, rows):
+    """sum over layers of the mean over kept query rows [B, S] (and heads) of KL(p_t || p_s)."""
+    total = 0.0
+    for s, t in zip(ss, ts):
+        lt, ls = _np_log_softmax(t), _np_log_softmax(s)
+        kl = (np.exp(lt) * (lt - ls)).sum(-1)  # [B, nh, S]
+        total += kl.transpose(0, 2, 1)[rows].mean()
+    return total
+
+
+@pytest.mark.parametrize("token_mean", [True, False])
+def test_attention_kl_loss_matches_numpy(pynative, token_mean):
+    rng = np.random.RandomState(5)
+    student, teacher = _pair(rng)
+    dcfg = DistillConfig(hidden_weight=0.0, attention_weight=0.5, pred_weight=0.0, attention_loss="kl",
+                         token_mean=token_mean)
+    ids, mask, seg = tiny_batch(rng)
+    y = T(np.zeros(3, np.int32))
+    loss = DistillLoss(student, teacher, dcfg)
+    got = float(loss(T(ids), T(mask), T(seg), y).asnumpy())
+    (_, _, ss), (_, _, ts) = _outs(student, ids, mask, seg), _outs(teacher, ids, mask, seg)
+    rows = mask.astype(bool) if token_mean else np.ones(mask.shape, bool)
+    expect = 0.5 * _np_attention_kl(ss, ts, rows)
+    assert expect > 1e-3
+    np.testing.assert_allclose(got, expect, rtol=1e-4)
+    if token_mean:  # padded keys have probability 0 in both, padded rows are left out: padding changes nothing
+        padded = [T(x) for x in _pad(ids, mask, seg, 6, rng)]
+        np.testing.assert_allclose(float(loss(*padded, y).asnumpy()), got, rtol=1e-5)
+
+
+def test_attention_kl_gradient_is_the_probability_difference(pynative):
+    """d KL(p_t || softmax(s)) / d s = softmax(s) - p_t on every kept row, over the rows' count."""
+    rng = np.random.RandomState(6)
+    s = rng.randn(2, 3, 5, 5).astype(np.float32)
+    t = rng.randn(2, 3, 5, 5).astype(np.float32)
+    t[..., -1] -= 10000.0  # a padded key
+    rows = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.float32)
+    row_keep = rows.reshape(2, 1, 5, 1)
+    n = rows.sum() * 3
+    grad = ms.grad(lambda x: attention_kl(x, T(t), T(row_keep), T(n, ms.float32)))(T(s)).asnumpy()
+    expect = (np.exp(_np_log_softmax(s)) - np.exp(_np_log_softmax(t))) * row_keep / n
+    np.testing.assert_allclose(grad, expect, atol=1e-6)
+
+
 def test_layer_map_for_a_deeper_teacher(pynative):
     assert layer_map(2, 2) == ([0, 1, 2], [0, 1])
     assert layer_map(2, 6) == ([0, 3, 6], [2, 5])  # (i+1)k - 1 with k = 3
@@ -134,7 +185,7 @@ def test_warmup_linear_schedule():
     np.testing.assert_allclose(got, [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
 
 
-def _train(quant, steps, lr=5e-3, seed=3, num_labels=1, adam_eps=1e-6):
+def _train(quant, steps, lr=5e-3, seed=3, num_labels=1, adam_eps=1e-6, dcfg=None):
     rng = np.random.RandomState(seed)
     teacher = BertForSequenceClassification(tiny_config(num_labels), QuantConfig.full_precision())
     randomize(teacher, rng, scale=0.3)
@@ -145,7 +196,7 @@ def _train(quant, steps, lr=5e-3, seed=3, num_labels=1, adam_eps=1e-6):
             p.set_data(t_params[n].data.copy())
     tcfg = TrainConfig(learning_rate=lr, warmup_ratio=0.0, weight_decay=0.0, adam_eps=adam_eps)
     opt = build_optimizer(student, tcfg, 1000, quant)
-    step = TrainOneStep(DistillLoss(student, teacher, DistillConfig()), opt, 1.0, student, quant)
+    step = TrainOneStep(DistillLoss(student, teacher, dcfg or DistillConfig()), opt, 1.0, student, quant)
     step.set_train(True)
     ids, mask, seg = tiny_batch(rng, b=4, s=12)
     y = rng.rand(4).astype(np.float32)
@@ -154,9 +205,10 @@ def _train(quant, steps, lr=5e-3, seed=3, num_labels=1, adam_eps=1e-6):
     return losses, before, teacher, student, opt
 
 
-@pytest.mark.parametrize("act_mode", ["symmetric", "learned"])
-def test_graph_distillation_lowers_loss_and_keeps_teacher_frozen(graph, act_mode):
-    losses, before, teacher, student, _ = _train(QuantConfig(act_mode=act_mode), 30)
+@pytest.mark.parametrize("act_mode,attention_loss", [("symmetric", "mse"), ("learned", "mse"), ("symmetric", "kl")])
+def test_graph_distillation_lowers_loss_and_keeps_teacher_frozen(graph, act_mode, attention_loss):
+    losses, before, teacher, student, _ = _train(QuantConfig(act_mode=act_mode), 30,
+                                                 dcfg=DistillConfig(attention_loss=attention_loss))
     assert losses[0] > 0.01  # the 2-2-8 student starts away from its teacher
     assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
     for n, p in teacher.parameters_and_names():
