@@ -185,7 +185,7 @@ def test_warmup_linear_schedule():
     np.testing.assert_allclose(got, [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
 
 
-def _train(quant, steps, lr=5e-3, seed=3, num_labels=1, adam_eps=1e-6, dcfg=None):
+def _train(quant, steps, lr=5e-3, seed=3, num_labels=1, adam_eps=1e-6):
     rng = np.random.RandomState(seed)
     teacher = BertForSequenceClassification(tiny_config(num_labels), QuantConfig.full_precision())
     randomize(teacher, rng, scale=0.3)
@@ -196,7 +196,7 @@ def _train(quant, steps, lr=5e-3, seed=3, num_labels=1, adam_eps=1e-6, dcfg=None
             p.set_data(t_params[n].data.copy())
     tcfg = TrainConfig(learning_rate=lr, warmup_ratio=0.0, weight_decay=0.0, adam_eps=adam_eps)
     opt = build_optimizer(student, tcfg, 1000, quant)
-    step = TrainOneStep(DistillLoss(student, teacher, dcfg or DistillConfig()), opt, 1.0, student, quant)
+    step = TrainOneStep(DistillLoss(student, teacher, DistillConfig()), opt, 1.0, student, quant)
     step.set_train(True)
     ids, mask, seg = tiny_batch(rng, b=4, s=12)
     y = rng.rand(4).astype(np.float32)
@@ -205,10 +205,9 @@ def _train(quant, steps, lr=5e-3, seed=3, num_labels=1, adam_eps=1e-6, dcfg=None
     return losses, before, teacher, student, opt
 
 
-@pytest.mark.parametrize("act_mode,attention_loss", [("symmetric", "mse"), ("learned", "mse"), ("symmetric", "kl")])
-def test_graph_distillation_lowers_loss_and_keeps_teacher_frozen(graph, act_mode, attention_loss):
-    losses, before, teacher, student, _ = _train(QuantConfig(act_mode=act_mode), 30,
-                                                 dcfg=DistillConfig(attention_loss=attention_loss))
+@pytest.mark.parametrize("act_mode", ["symmetric", "learned"])
+def test_graph_distillation_lowers_loss_and_keeps_teacher_frozen(graph, act_mode):
+    losses, before, teacher, student, _ = _train(QuantConfig(act_mode=act_mode), 30)
     assert losses[0] > 0.01  # the 2-2-8 student starts away from its teacher
     assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
     for n, p in teacher.parameters_and_names():
@@ -253,13 +252,14 @@ def _two_length_losses(step, rng, regression=True):
     return losses
 
 
-def test_graph_step_takes_batches_of_several_lengths(graph):
+@pytest.mark.parametrize("attention_loss", ["mse", "kl"])
+def test_graph_step_takes_batches_of_several_lengths(graph, attention_loss):
     """Length buckets: the distillation step compiled once with S open (what the trainer
     does) takes batches of S=8 and S=16 and lowers the loss on both."""
     rng = np.random.RandomState(5)
     student, teacher = _pair(rng, num_labels=1, quant=QuantConfig())
     tcfg = TrainConfig(learning_rate=5e-3, warmup_ratio=0.0, weight_decay=0.0)
-    step = TrainOneStep(DistillLoss(student, teacher, DistillConfig(token_mean=True)),
+    step = TrainOneStep(DistillLoss(student, teacher, DistillConfig(token_mean=True, attention_loss=attention_loss)),
                         build_optimizer(student, tcfg, 1000), 1.0)
     step.set_inputs(*any_length_inputs("sts-b", 4))
     step.set_train(True)
