@@ -1,4 +1,4 @@
-"""Distillation training throughput (samples/s) on the MiniLM-L6 shape.
+"""Training step throughput (samples/s) on the MiniLM-L6 shape: distillation or fine-tuning.
 
 Teacher and student: 6 layers, hidden 384, 12 heads, FFN 1536, vocab 30522; student 2-2-8
 (TWN, row-wise embedding, symmetric 8-bit activations); GRAPH_MODE; random weights and
@@ -7,11 +7,12 @@ tokens (speed does not depend on their values). Median of --steps timed steps af
 
     python benchmarks/bench_distill_speed.py --seq_lengths 128 64 --out benchmarks/results/distill_speed_cpu.json
 
---any_length compiles ONE graph with the sequence length left open (what --bucket_width
-training does) and times every --seq_lengths with it; without it each length gets its own
-static graph.
-    python benchmarks/bench_distill_speed.py --any_length --seq_lengths 16 32 48 64 128 \
-        --out benchmarks/results/distill_speed_any_length_cpu.json
+--graphs says how the lengths are compiled: ``static`` one graph per length, ``open`` ONE graph
+with the sequence length left open (what --bucket_width training does by default), ``both``
+the two side by side, length by length, in one sitting. --loss finetune times the fine-tuning
+step of the float network (dropout 0.1) instead of the distillation step.
+    python benchmarks/bench_distill_speed.py --loss finetune --graphs both --seq_lengths 16 32 48 64 \
+        --out benchmarks/results/bucket_graphs_finetune_cpu.json
 """
 import argparse
 import json
@@ -46,6 +47,21 @@ def build_step(quant="2-2-8", ternarizer="twn", token_mean=False):
     return step, cfg
 
 
+def build_finetune_step():
+    """The fine-tuning train cell of a MiniLM-L6-shaped float classifier (dropout 0.1)."""
+    import mindspore as ms
+    from src.config import BertConfig, QuantConfig, TrainConfig
+    from src.tinybert_model import BertForSequenceClassification
+    from src.cell_wrapper import TaskLoss, TrainOneStep, build_optimizer
+    ms.set_seed(0)
+    cfg = BertConfig(num_labels=2)
+    net = BertForSequenceClassification(cfg, QuantConfig.full_precision())
+    tcfg = TrainConfig()
+    step = TrainOneStep(TaskLoss(net), build_optimizer(net, tcfg, 1000), 1.0, tcfg=tcfg)
+    step.set_train()
+    return step, cfg
+
+
 def random_batch(rng, cfg, b, seq):
     """Token ids, a mask with lengths in [seq/2, seq], segment ids, labels (Tensors)."""
     import mindspore as ms
@@ -57,6 +73,23 @@ def random_batch(rng, cfg, b, seq):
     return ids, mask, seg, y
 
 
+def time_step(step, batch, warmup: int, steps: int) -> dict:
+    """warm-up seconds (compilation included) and the timed steps of one batch shape."""
+    t0 = time.time()
+    for _ in range(warmup):
+        step(*batch)[0].asnumpy()
+    warm = time.time() - t0
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step(*batch)[0].asnumpy()
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    b = batch[0].shape[0]
+    return {"median_step_s": med, "samples_per_s": b / med, "warmup_s": warm,
+            "step_times_s": [round(t, 4) for t in times]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
@@ -64,43 +97,44 @@ def main(argv=None):
     ap.add_argument("--seq_lengths", type=int, nargs="+", default=[128, 64])
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--loss", default="distill", choices=["distill", "finetune"])
     ap.add_argument("--quant", default="2-2-8")
     ap.add_argument("--ternarizer", default="twn", choices=["twn", "lat"])
-    ap.add_argument("--any_length", action="store_true",
-                    help="one graph with S open (set_inputs), as --bucket_width training runs it")
+    ap.add_argument("--graphs", default="static", choices=["static", "open", "both"],
+                    help="one static graph per length, one graph with S open (set_inputs, as --bucket_width "
+                         "training runs it by default), or both side by side")
     ap.add_argument("--out", default="benchmarks/results/distill_speed_cpu.json")
     args = ap.parse_args(argv)
 
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device_target)
-    step, cfg = build_step(args.quant, args.ternarizer, token_mean=args.any_length)
-    if args.any_length:
-        from src.dataset import any_length_inputs
-        step.set_inputs(*any_length_inputs("sst-2", args.batch_size))  # 2 classes, like cfg
+    from src.dataset import any_length_inputs
+    kinds = ["static", "open"] if args.graphs == "both" else [args.graphs]
+    steps = {}
+    for kind in kinds:
+        if args.loss == "finetune":
+            steps[kind], cfg = build_finetune_step()
+        else:
+            # bucket training's loss (token mean) whenever open graphs are timed, for both kinds
+            steps[kind], cfg = build_step(args.quant, args.ternarizer, token_mean=args.graphs != "static")
+        if kind == "open":
+            steps[kind].set_inputs(*any_length_inputs("sst-2", args.batch_size))  # 2 classes, like cfg
     rng = np.random.RandomState(0)
     results = []
     for seq in args.seq_lengths:
-        b = args.batch_size
-        ids, mask, seg, y = random_batch(rng, cfg, b, seq)
-        t0 = time.time()
-        for _ in range(args.warmup):
-            step(ids, mask, seg, y)[0].asnumpy()
-        warm = time.time() - t0
-        times = []
-        for _ in range(args.steps):
-            t = time.perf_counter()
-            step(ids, mask, seg, y)[0].asnumpy()
-            times.append(time.perf_counter() - t)
-        med = statistics.median(times)
-        row = {"seq_length": seq, "batch_size": b, "median_step_s": med,
-               "samples_per_s": b / med, "warmup_s": warm,
-               "step_times_s": [round(t, 4) for t in times]}
-        print(json.dumps(row))
-        results.append(row)
+        batch = random_batch(rng, cfg, args.batch_size, seq)
+        for kind in kinds:
+            row = {"seq_length": seq, "batch_size": args.batch_size, "graph": kind,
+                   **time_step(steps[kind], batch, args.warmup, args.steps)}
+            print(json.dumps(row))
+            results.append(row)
     write_result(args.out, {
-        "benchmark": "distillation step, MiniLM-L6 teacher + 2-2-8 student", "quant": args.quant,
+        "benchmark": ("fine-tuning step, MiniLM-L6 float classifier, dropout 0.1" if args.loss == "finetune" else
+                      "distillation step, MiniLM-L6 teacher + 2-2-8 student"),
+        "quant": args.quant if args.loss == "distill" else "fp32",
         "ternarizer": args.ternarizer, "mode": "GRAPH_MODE", "device_target": args.device_target,
-        "graph": "one graph, S open (--any_length)" if args.any_length else "one static graph per length",
+        "graphs": {"static": "one static graph per length", "open": "one graph, S open",
+                   "both": "static and open side by side, length by length"}[args.graphs],
         "warmup_steps": args.warmup, "timed_steps": args.steps,
         "load_average_1_5_15_at_end": os.getloadavg(),
         "pytorch_original_samples_per_s": {"128": 10.1, "64": 19.7}, "results": results})

@@ -66,7 +66,7 @@ def _records(task: str, job: Job, train: TrainConfig, reads_labels: bool) -> Tra
 
 
 def _fit(job: Job, cell, network, run: RunConfig, rank: int, group_size: int, log_name: str,
-         open_length: bool, inputs: dict) -> dict:
+         inputs: dict) -> dict:
     """Prepare the output folder (once every input was checked), train, log the result."""
     from .logs import log_to_file
     from .trainer import LoopSpec, fit, prepare_output_dir
@@ -76,7 +76,7 @@ def _fit(job: Job, cell, network, run: RunConfig, rank: int, group_size: int, lo
         prepare_output_dir(job.output_dir, identity, job.resume, job.overwrite)
         log_to_file(os.path.join(job.output_dir, log_name))
     state = fit(LoopSpec(cell, network, run, run.train, job.data_dir, job.dataset_type, job.output_dir,
-                         job.eval_batch_size, rank, group_size, open_length),
+                         job.eval_batch_size, rank, group_size),
                 resume=job.resume, stop_after=job.stop_after)
     if rank == 0 and state["best"] is not None:
         logger.info("done: best %s %.5f at step %s -> %s", run.task, state["best"], state["best_step"],
@@ -104,9 +104,7 @@ def finetune(task: str, model: str, job: Job, train: Optional[TrainConfig] = Non
     steps = total_steps(job.data_dir, train, group_size)
     cell = TrainOneStep(TaskLoss(net), build_optimizer(net, train, steps), train.clip_norm, tcfg=train)
     logger.info("fine-tuning %s from %s, %d steps", task, model, steps)
-    # one network in the loss: length buckets need one static graph per length (see LoopSpec)
-    return _fit(job, cell, net, run, rank, group_size, "finetune.log", open_length=False,
-                inputs={"model": os.path.abspath(model)})
+    return _fit(job, cell, net, run, rank, group_size, "finetune.log", inputs={"model": os.path.abspath(model)})
 
 
 def distill(task: str, teacher: str, job: Job, student: Optional[str] = None,
@@ -136,9 +134,7 @@ def distill(task: str, teacher: str, job: Job, student: Optional[str] = None,
     cell = TrainOneStep(DistillLoss(s_net, t_net, distillation), opt, train.clip_norm, s_net, quant, train)
     logger.info("distilling %s: student %s (%s), teacher %s, %d steps", task, quant.name, quant.ternarizer,
                 teacher, steps)
-    # without a teacher term the loss runs one network: see LoopSpec.open_length
-    return _fit(job, cell, s_net, run, rank, group_size, "train.log", open_length=distillation.uses_teacher,
-                inputs={"teacher": os.path.abspath(teacher),
+    return _fit(job, cell, s_net, run, rank, group_size, "train.log", inputs={"teacher": os.path.abspath(teacher),
                         "student": os.path.abspath(student) if student else None})
 
 

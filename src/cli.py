@@ -11,7 +11,7 @@ import os
 from typing import Optional
 
 from .logs import setup_logging  # noqa: F401 - the entry points' logging set-up
-from .config import (ACT_MODES, ATTENTION_LOSSES, DEFAULT_DISTILL_LR, DistillConfig, QuantConfig, TrainConfig, TASKS,
+from .config import (ACT_MODES, ATTENTION_LOSSES, BUCKET_GRAPHS, DEFAULT_DISTILL_LR, DistillConfig, QuantConfig, TrainConfig, TASKS,
                      get_task)
 
 
@@ -136,6 +136,10 @@ def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: flo
     ap.add_argument("--bucket_width", type=non_negative_int, default=0,
                     help="train on batches of similar length, each cut to a multiple of this "
                          "(0: pad every batch to the records' length); pair it with --token_mean")
+    ap.add_argument("--bucket_graphs", default="open", choices=list(BUCKET_GRAPHS),
+                    help="with --bucket_width: one training graph with the length left open (the memory of "
+                         "one graph), or one static graph per length (faster steps, each graph keeps its "
+                         "memory: for few lengths)")
     ap.add_argument("--max_steps", type=non_negative_int, default=0, help="stop after N steps (0: no cap)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--save_ckpt_step", type=non_negative_int, default=0,
@@ -235,6 +239,7 @@ def train_config(args) -> TrainConfig:
                              epochs=args.epoch_size, warmup_ratio=args.warmup_ratio,
                              weight_decay=args.weight_decay, seed=args.seed, eval_steps=args.eval_step,
                              max_steps=args.max_steps, bucket_width=args.bucket_width,
+                             bucket_graphs=args.bucket_graphs,
                              save_ckpt_steps=args.save_ckpt_step, keep_ckpt_max=args.max_ckpt_num,
                              compute_type=args.compute_type, loss_scale=args.loss_scale_value,
                              loss_scale_window=args.scale_window)

@@ -221,6 +221,7 @@ class DistillConfig:
 
 
 COMPUTE_TYPES = ("fp32", "fp16")
+BUCKET_GRAPHS = ("open", "static")
 
 
 @dataclass
@@ -240,6 +241,10 @@ class TrainConfig:
     # 0: every training batch is padded to max_seq_length. w > 0: batches of similar length,
     # each cut to the smallest multiple of w that holds its longest example (see dataset.py).
     bucket_width: int = 0
+    # with bucket_width: "open" compiles one training graph with the length left open (the
+    # memory of one graph); "static" one graph per length, each keeping its own memory, with
+    # 3-25% faster steps on CPU (docs/performance.md): for runs with few lengths
+    bucket_graphs: str = "open"
     # > 0: every N steps the network goes to ckpt/step-<N>.ckpt (the newest keep_ckpt_max kept)
     # and the training state is saved, so an interruption loses at most N steps
     save_ckpt_steps: int = 0
@@ -271,6 +276,8 @@ class TrainConfig:
             p.append(f"max_seq_length must be >= 8, got {self.max_seq_length}")
         if self.bucket_width < 0:
             p.append(f"bucket_width must be >= 0, got {self.bucket_width}")
+        if self.bucket_graphs not in BUCKET_GRAPHS:
+            p.append(f"bucket_graphs must be one of {', '.join(BUCKET_GRAPHS)}, got {self.bucket_graphs!r}")
         if self.save_ckpt_steps < 0 or self.keep_ckpt_max < 1:
             p.append(f"save_ckpt_steps must be >= 0 and keep_ckpt_max >= 1, got {self.save_ckpt_steps} "
                      f"and {self.keep_ckpt_max}")

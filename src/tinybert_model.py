@@ -182,8 +182,10 @@ class BertEmbeddings(nn.Cell):
 
     def construct(self, input_ids, segment_ids):
         # [B, S] -> [B, S, H]
-        seq_len = input_ids.shape[1]
-        pos = ops.arange(seq_len).astype(ms.int32).reshape(1, -1)
+        # positions 0 .. S-1 [1, S], counted along the ids: with ops.arange(S) a one-network
+        # training graph with S left open fails to compile in MindSpore 2.10 ("The
+        # pointer[manager] is null", parameter elimination; tests/test_distill.py)
+        pos = ops.cumsum(ops.ones_like(input_ids[:1]), 1) - 1
         x = self.word_embeddings(input_ids) + self.position_embeddings(pos) \
             + self.token_type_embeddings(segment_ids)
         x = self.LayerNorm(x)

@@ -160,13 +160,6 @@ class LoopSpec:
     eval_batch_size: int = 64
     rank: int = 0
     group_size: int = 1
-    # Length buckets: True compiles one graph with S left open; False one static graph per
-    # length. MindSpore 2.10 cannot compile the open-length graph when the loss runs a single
-    # network (fine-tuning, or distillation without a teacher term): its parameter-elimination
-    # pass fails with "The pointer[manager] is null" (tests/test_distill.py trains both paths
-    # and checks that the failure persists). Static graphs each keep their own memory, so
-    # such runs should use few lengths (a wide --bucket_width).
-    open_length: bool = True
 
 
 def steps_per_epoch(records_dir: str, tcfg: TrainConfig, group_size: int = 1) -> int:
@@ -202,7 +195,7 @@ def fit(spec: LoopSpec, resume: bool = False, log_every: int = 10, stop_after: i
         state = _load_train_state(spec)
         logger.info("resumed at step %d of %d (best %s)", state["step"], total, state["best"])
     state["total_steps"] = total  # step == total_steps in state.json: the run is complete
-    if t.bucket_width and spec.open_length:
+    if t.bucket_width and t.bucket_graphs == "open":
         spec.train_cell.set_inputs(*any_length_inputs(spec.run.task, t.batch_size))
     elif t.bucket_width:
         logger.info("length buckets: one static graph per length (%d lengths at most)",
