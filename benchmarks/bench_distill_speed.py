@@ -8,11 +8,13 @@ tokens (speed does not depend on their values). Median of --steps timed steps af
     python benchmarks/bench_distill_speed.py --seq_lengths 128 64 --out benchmarks/results/distill_speed_cpu.json
 
 --graphs says how the lengths are compiled: ``static`` one graph per length, ``open`` ONE graph
-with the sequence length left open (what --bucket_width training does by default), ``both``
-the two side by side, length by length, in one sitting. --loss finetune times the fine-tuning
-step of the float network (dropout 0.1) instead of the distillation step.
-    python benchmarks/bench_distill_speed.py --loss finetune --graphs both --seq_lengths 16 32 48 64 \
-        --out benchmarks/results/bucket_graphs_finetune_cpu.json
+with the sequence length left open (what --bucket_width training does by default). One kind per
+process, as a run has one: with both in one process the first kind's graphs would stay in memory
+while the second is timed. --loss finetune times the fine-tuning step of the float network
+(dropout 0.1) instead of the distillation step; --token_mean gives the distillation step bucket
+training's loss (always with --graphs open); --append adds the record to a JSON list in --out.
+    python benchmarks/bench_distill_speed.py --loss finetune --graphs open --seq_lengths 16 32 48 64 \\
+        --out benchmarks/results/bucket_graphs_cpu.json --append
 """
 import argparse
 import json
@@ -26,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import write_result  # noqa: E402
+from common import append_result, write_result  # noqa: E402
 
 
 def build_step(quant="2-2-8", ternarizer="twn", token_mean=False):
@@ -100,41 +102,36 @@ def main(argv=None):
     ap.add_argument("--loss", default="distill", choices=["distill", "finetune"])
     ap.add_argument("--quant", default="2-2-8")
     ap.add_argument("--ternarizer", default="twn", choices=["twn", "lat"])
-    ap.add_argument("--graphs", default="static", choices=["static", "open", "both"],
-                    help="one static graph per length, one graph with S open (set_inputs, as --bucket_width "
-                         "training runs it by default), or both side by side")
+    ap.add_argument("--graphs", default="static", choices=["static", "open"],
+                    help="one static graph per length, or one graph with S open (set_inputs, as --bucket_width "
+                         "training runs it by default)")
+    ap.add_argument("--token_mean", action="store_true", help="distill: the token-mean loss of bucket training")
     ap.add_argument("--out", default="benchmarks/results/distill_speed_cpu.json")
+    ap.add_argument("--append", action="store_true", help="add the record to the JSON list in --out")
     args = ap.parse_args(argv)
 
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device_target)
     from src.dataset import any_length_inputs
-    kinds = ["static", "open"] if args.graphs == "both" else [args.graphs]
-    steps = {}
-    for kind in kinds:
-        if args.loss == "finetune":
-            steps[kind], cfg = build_finetune_step()
-        else:
-            # bucket training's loss (token mean) whenever open graphs are timed, for both kinds
-            steps[kind], cfg = build_step(args.quant, args.ternarizer, token_mean=args.graphs != "static")
-        if kind == "open":
-            steps[kind].set_inputs(*any_length_inputs("sst-2", args.batch_size))  # 2 classes, like cfg
+    if args.loss == "finetune":
+        step, cfg = build_finetune_step()
+    else:
+        step, cfg = build_step(args.quant, args.ternarizer, token_mean=args.token_mean or args.graphs == "open")
+    if args.graphs == "open":
+        step.set_inputs(*any_length_inputs("sst-2", args.batch_size))  # 2 classes, like cfg
     rng = np.random.RandomState(0)
     results = []
     for seq in args.seq_lengths:
-        batch = random_batch(rng, cfg, args.batch_size, seq)
-        for kind in kinds:
-            row = {"seq_length": seq, "batch_size": args.batch_size, "graph": kind,
-                   **time_step(steps[kind], batch, args.warmup, args.steps)}
-            print(json.dumps(row))
-            results.append(row)
-    write_result(args.out, {
+        row = {"seq_length": seq, "batch_size": args.batch_size,
+               **time_step(step, random_batch(rng, cfg, args.batch_size, seq), args.warmup, args.steps)}
+        print(json.dumps(row))
+        results.append(row)
+    (append_result if args.append else write_result)(args.out, {
         "benchmark": ("fine-tuning step, MiniLM-L6 float classifier, dropout 0.1" if args.loss == "finetune" else
                       "distillation step, MiniLM-L6 teacher + 2-2-8 student"),
         "quant": args.quant if args.loss == "distill" else "fp32",
         "ternarizer": args.ternarizer, "mode": "GRAPH_MODE", "device_target": args.device_target,
-        "graphs": {"static": "one static graph per length", "open": "one graph, S open",
-                   "both": "static and open side by side, length by length"}[args.graphs],
+        "graphs": {"static": "one static graph per length", "open": "one graph, S open"}[args.graphs],
         "warmup_steps": args.warmup, "timed_steps": args.steps,
         "load_average_1_5_15_at_end": os.getloadavg(),
         "pytorch_original_samples_per_s": {"128": 10.1, "64": 19.7}, "results": results})

@@ -29,6 +29,22 @@ def write_result(path: str, record: dict) -> None:
     print(f"wrote {path}")
 
 
+def append_result(path: str, record: dict) -> None:
+    """record + provenance appended to the JSON list at path (created when missing)."""
+    records = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            records = json.load(f)
+        if not isinstance(records, list):
+            raise ValueError(f"{path} holds no JSON list: write to another --out")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(records + [{**record, **provenance()}], f, indent=2)
+    os.replace(tmp, path)
+    print(f"appended to {path}")
+
+
 def proc_status_mb(key: str, pid="self") -> float:
     """A memory line of /proc/<pid>/status (VmHWM: peak resident, VmRSS: resident) in MiB; 0.0
     when it cannot be read (the process has ended, or not Linux)."""

@@ -76,7 +76,10 @@ def steps_of(args, out):
     data, backbone = os.path.join(out, "data"), os.path.join(out, "backbone")
     teacher, student, export = (os.path.join(out, d) for d in ("teacher", "student", "export"))
     hf = ["--hf_dir", args.hf_dir] if args.hf_dir else []
-    buckets = ["--bucket_width", str(args.bucket_width)]
+    # Few lengths (the default: up to 64 in steps of 16): one static graph each, faster steps than
+    # one open graph (docs/performance.md), each keeping its memory; more lengths: one open graph
+    lengths = -(-args.max_seq_length // args.bucket_width) if args.bucket_width > 0 else 1
+    buckets = ["--bucket_width", str(args.bucket_width), "--bucket_graphs", "static" if lengths <= 4 else "open"]
     return [
         ("import", [py, "scripts/import_hf.py", *hf, "--task_name", args.task_name,
                     "--output", os.path.join(backbone, "backbone.ckpt"), "--overwrite"]),
@@ -87,8 +90,7 @@ def steps_of(args, out):
         ("finetune", [py, "finetune.py", *dev, "--task_name", args.task_name,
                       "--model", os.path.join(backbone, "backbone.ckpt"), "--data_dir", data,
                       "--output_dir", teacher, "--learning_rate", str(args.teacher_lr),
-                      # few lengths (<= 64): one static graph each, faster steps than one open graph
-                      *steps(args.teacher_steps), *buckets, "--bucket_graphs", "static", "--overwrite"]),
+                      *steps(args.teacher_steps), *buckets, "--overwrite"]),
         ("distil", [py, "train.py", *dev, "--task_name", args.task_name,
                     "--teacher_model", os.path.join(teacher, "best.ckpt"), "--data_dir", data,
                     "--output_dir", student, "--learning_rate", str(args.student_lr),

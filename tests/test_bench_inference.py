@@ -97,3 +97,18 @@ def test_compare_latency_reports_every_round_and_which_files_agree(tmp_path, pyn
         assert pairs == [["a", "b"]]
         assert all(len(rec["latency_ms_rounds"][shape][k]) == 2 for k in "abc")
         assert rec["latency_ms"][shape]["a"] == pytest.approx(np.median(rec["latency_ms_rounds"][shape]["a"]))
+
+
+def test_append_result_keeps_earlier_records_and_refuses_a_non_list(tmp_path):
+    import json
+    from common import append_result
+    path = str(tmp_path / "r.json")
+    append_result(path, {"graphs": "static", "x": 1})
+    append_result(path, {"graphs": "open", "x": 2})
+    got = json.load(open(path))
+    assert [(r["graphs"], r["x"]) for r in got] == [("static", 1), ("open", 2)]
+    assert all("commit" in r and "command" in r for r in got)  # provenance on every record
+    (tmp_path / "d.json").write_text('{"rows": []}')
+    with pytest.raises(ValueError, match="no JSON list"):
+        append_result(str(tmp_path / "d.json"), {"x": 3})
+    assert json.load(open(tmp_path / "d.json")) == {"rows": []}

@@ -42,6 +42,9 @@ def test_quickstart_runs_every_step_and_continues_after_an_interruption(tmp_path
     assert s["files_bytes"]["student_packed"] == os.path.getsize(out / "export" / "student.tbq")
     assert s["files_bytes"]["student_onnx"] < s["files_bytes"]["teacher_onnx"] / 4
     assert all(v > 0 for v in s["latency_ms_batch1"].values())
+    # 4 lengths at most (64 in steps of 16): teacher and student on one static graph per length
+    for d in ("teacher", "student"):
+        assert json.load(open(out / d / "best.json"))["train"]["bucket_graphs"] == "static", d
     # the student's ONNX model has fixed activation ranges, calibrated on the quickstart's training records
     from src.onnx_export import read_onnx
     meta = {p.key: p.value for p in read_onnx(str(out / "export" / "student.onnx"))[0].metadata_props}
