@@ -22,6 +22,11 @@ sys.path.insert(0, ROOT)
 from src.config import atomic_write_text  # noqa: E402  (no MindSpore import: config is plain Python)
 
 
+_PEAK_OF_CHILDREN = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+                     "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+                     "sys.exit(rc)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", default=os.environ.get("GLUE_DIR"), help="GLUE folder (default: $GLUE_DIR)")
@@ -57,8 +62,12 @@ def main(argv=None):
         t0 = time.time()
         subprocess.run(["git", "clone", "-q", ROOT, clone], check=True)
         log = os.path.join(os.path.abspath(args.work_dir), f"{commit}-run{i + 1}.log")
+        peak_file = os.path.join(os.path.abspath(args.work_dir), f"{commit}-run{i + 1}.peak_kib")
         with open(log, "w") as f:
-            rc = subprocess.call(["bash", "scripts/quickstart.sh", "--data_dir", os.path.abspath(args.data_dir)],
+            # through a small parent whose finished children's peak resident memory (the largest
+            # process of the quickstart, KiB) is written afterwards
+            rc = subprocess.call([sys.executable, "-c", _PEAK_OF_CHILDREN, peak_file,
+                                  "bash", "scripts/quickstart.sh", "--data_dir", os.path.abspath(args.data_dir)],
                                  cwd=clone, stdout=f, stderr=subprocess.STDOUT)
         wall = time.time() - t0
         if rc != 0:
@@ -70,6 +79,8 @@ def main(argv=None):
                "student": round(100 * s["student"][sel], 2), "files_bytes": s["files_bytes"],
                "latency_ms_batch1": s["latency_ms_batch1"], "schedule": s["schedule"], "log": log,
                "load_average_at_end": list(os.getloadavg())}
+        with open(peak_file) as f:
+            run["peak_rss_MB_largest_process"] = round(int(f.read()) / 1024, 1)
         run["student_gap"] = round(run["teacher"] - run["student"], 2)
         record["runs"].append(run)
         atomic_write_text(args.out, json.dumps(record, indent=2))
