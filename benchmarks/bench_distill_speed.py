@@ -116,7 +116,8 @@ def main(argv=None):
     if args.loss == "finetune":
         step, cfg = build_finetune_step()
     else:
-        step, cfg = build_step(args.quant, args.ternarizer, token_mean=args.token_mean or args.graphs == "open")
+        args.token_mean = args.token_mean or args.graphs == "open"
+        step, cfg = build_step(args.quant, args.ternarizer, token_mean=args.token_mean)
     if args.graphs == "open":
         step.set_inputs(*any_length_inputs("sst-2", args.batch_size))  # 2 classes, like cfg
     rng = np.random.RandomState(0)
@@ -130,7 +131,8 @@ def main(argv=None):
         "benchmark": ("fine-tuning step, MiniLM-L6 float classifier, dropout 0.1" if args.loss == "finetune" else
                       "distillation step, MiniLM-L6 teacher + 2-2-8 student"),
         "quant": args.quant if args.loss == "distill" else "fp32",
-        "ternarizer": args.ternarizer, "mode": "GRAPH_MODE", "device_target": args.device_target,
+        "ternarizer": args.ternarizer, "token_mean": args.token_mean if args.loss == "distill" else None,
+        "mode": "GRAPH_MODE", "device_target": args.device_target,
         "graphs": {"static": "one static graph per length", "open": "one graph, S open"}[args.graphs],
         "warmup_steps": args.warmup, "timed_steps": args.steps,
         "load_average_1_5_15_at_end": os.getloadavg(),

@@ -134,8 +134,8 @@ def distill(task: str, teacher: str, job: Job, student: Optional[str] = None,
     cell = TrainOneStep(DistillLoss(s_net, t_net, distillation), opt, train.clip_norm, s_net, quant, train)
     logger.info("distilling %s: student %s (%s), teacher %s, %d steps", task, quant.name, quant.ternarizer,
                 teacher, steps)
-    return _fit(job, cell, s_net, run, rank, group_size, "train.log", inputs={"teacher": os.path.abspath(teacher),
-                        "student": os.path.abspath(student) if student else None})
+    return _fit(job, cell, s_net, run, rank, group_size, "train.log",
+                inputs={"teacher": os.path.abspath(teacher), "student": os.path.abspath(student) if student else None})
 
 
 def evaluate(model: str, data_dir: str, split: str = "dev", batch_size: int = 64,

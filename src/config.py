@@ -243,7 +243,7 @@ class TrainConfig:
     bucket_width: int = 0
     # with bucket_width: "open" compiles one training graph with the length left open (the
     # memory of one graph); "static" one graph per length, each keeping its own memory, with
-    # 3-25% faster steps on CPU (docs/performance.md): for runs with few lengths
+    # faster steps on CPU (1.3-1.7x, docs/performance.md): for runs with few lengths
     bucket_graphs: str = "open"
     # > 0: every N steps the network goes to ckpt/step-<N>.ckpt (the newest keep_ckpt_max kept)
     # and the training state is saved, so an interruption loses at most N steps
