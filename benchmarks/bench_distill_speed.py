@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import append_result, write_result  # noqa: E402
+from common import append_result, read_result_list, write_result  # noqa: E402
 
 
 def build_step(quant="2-2-8", ternarizer="twn", token_mean=False):
@@ -109,6 +109,11 @@ def main(argv=None):
     ap.add_argument("--out", default="benchmarks/results/distill_speed_cpu.json")
     ap.add_argument("--append", action="store_true", help="add the record to the JSON list in --out")
     args = ap.parse_args(argv)
+    if args.append:  # before minutes of measuring, not after
+        try:
+            read_result_list(args.out)
+        except ValueError as e:
+            ap.error(str(e))
 
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device_target)

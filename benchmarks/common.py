@@ -29,19 +29,29 @@ def write_result(path: str, record: dict) -> None:
     print(f"wrote {path}")
 
 
-def append_result(path: str, record: dict) -> None:
-    """record + provenance appended to the JSON list at path (created when missing)."""
-    records = []
-    if os.path.isfile(path):
-        with open(path) as f:
+def read_result_list(path: str) -> list:
+    """The records of a JSON-list results file ([] when it does not exist yet); a file that is
+    not one is named. Benchmarks that append call it before they measure."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        try:
             records = json.load(f)
-        if not isinstance(records, list):
-            raise ValueError(f"{path} holds no JSON list: write to another --out")
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}): write to another --out") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path} holds no JSON list: write to another --out")
+    return records
+
+
+def append_result(path: str, record: dict) -> None:
+    """record + provenance appended to the JSON list at path (created when missing), atomically."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from src.config import atomic_write_text  # plain Python, no MindSpore import
+    records = read_result_list(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(records + [{**record, **provenance()}], f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(records + [{**record, **provenance()}], indent=2))
     print(f"appended to {path}")
 
 

@@ -112,3 +112,17 @@ def test_append_result_keeps_earlier_records_and_refuses_a_non_list(tmp_path):
     with pytest.raises(ValueError, match="no JSON list"):
         append_result(str(tmp_path / "d.json"), {"x": 3})
     assert json.load(open(tmp_path / "d.json")) == {"rows": []}
+    (tmp_path / "t.json").write_text('[{"x": 1}, {"x"')  # truncated
+    with pytest.raises(ValueError, match="t.json is not valid JSON"):
+        append_result(str(tmp_path / "t.json"), {"x": 3})
+    assert (tmp_path / "t.json").read_text() == '[{"x": 1}, {"x"'  # left as it was
+
+
+def test_speed_bench_refuses_a_results_file_it_cannot_append_to_before_measuring(tmp_path):
+    import subprocess
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": []}')
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_distill_speed.py"), "--append",
+                        "--out", str(bad)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "bad.json holds no JSON list" in p.stderr, p.stderr[-2000:]
+    assert bad.read_text() == '{"rows": []}'
