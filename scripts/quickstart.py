@@ -48,6 +48,11 @@ def parse_args(argv=None):
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     ap.add_argument("--overwrite", action="store_true", help="start again from nothing")
     args = ap.parse_args(argv)
+    for name in ("max_seq_length", "teacher_steps", "student_steps"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.bucket_width < 0:
+        ap.error(f"--bucket_width must be >= 0 (0: no length buckets), got {args.bucket_width}")
     if not args.data_dir:
         ap.error(f"no GLUE folder: {GLUE_HELP}")
     task_dir = _task_folder(args.data_dir, args.task_name)

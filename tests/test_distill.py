@@ -33,8 +33,7 @@ def _np_loss(s_out, t_out, labels, dcfg, h_map, a_map, regression):
         pred = mse(sl, target)
         gold = mse(sl.reshape(-1), labels.reshape(-1)) if labels is not None else 0.0
     else:
-        ls = sl - sl.max(-1, keepdims=True)
-        ls = ls - np.log(np.exp(ls).sum(-1, keepdims=True))
+        ls = _np_log_softmax(sl)
         pred = np.mean(-ref.softmax(tl) * ls)
         gold = -np.mean(ls[np.arange(len(labels)), labels]) if labels is not None else 0.0
     total = (dcfg.hidden_weight * hid + dcfg.attention_weight * att + dcfg.pred_weight * pred

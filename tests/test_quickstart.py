@@ -23,6 +23,9 @@ def test_quickstart_without_glue_says_what_to_pass(tmp_path):
     assert "gluebenchmark.com" in p.stderr
     p = quickstart("--output_dir", str(tmp_path / "q"), "--data_dir", str(tmp_path))  # no task folder inside
     assert p.returncode == 2 and "train.tsv" in p.stderr and str(tmp_path) in p.stderr
+    for flag, value in (("--bucket_width", "-16"), ("--student_steps", "0")):  # refused before anything runs
+        p = quickstart("--output_dir", str(tmp_path / "q"), flag, value)
+        assert p.returncode == 2 and f"{flag} must be >= " in p.stderr, p.stderr
     assert not (tmp_path / "q").exists()
 
 
