@@ -23,7 +23,8 @@ resident memory; --rounds rounds visit the artifacts in
 rotated order, and the table reports the median over rounds. Pause other work while it runs.
 
 Results go to benchmarks/results/inference_cpu_<isa>.json, one file per CPU class (avx2: AVX2
-only; avx512vnni: AVX-512 VNNI), because ONNX Runtime's int8 kernels differ between them;
+only; avx512vnni: AVX-512 VNNI without AMX; amx: with AMX's int8 tiles), because ONNX Runtime's
+int8 kernels differ between them;
 --write_docs / --render put every class's table into docs/deployment.md and README.md.
 """
 import argparse
@@ -55,12 +56,17 @@ FILES = {"fp32 MINDIR": "fp32.mindir", "2-2-8 frozen MINDIR": "student.mindir",
 
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-# the CPU classes whose int8 GEMM kernels differ (ONNX Runtime's MLAS picks them at run time)
-ISA_NAMES = {"avx2": "AVX2 only (no AVX-512)", "avx512vnni": "AVX-512 VNNI"}
+# the CPU classes whose int8 GEMM kernels differ (ONNX Runtime's MLAS picks them at run time: AMX
+# tiles where the CPU has them, else AVX-512 VNNI, else AVX2), in the order the tables show them
+ISA_NAMES = {"avx2": "AVX2 only (no AVX-512)", "avx512vnni": "AVX-512 VNNI, no AMX",
+             "amx": "AVX-512 VNNI + AMX"}
 
 
 def isa_class(cpu: dict) -> str:
-    return "avx512vnni" if "avx512_vnni" in cpu["features"] else "avx2"
+    features = cpu["features"]
+    if "amx_int8" in features:
+        return "amx"
+    return "avx512vnni" if "avx512_vnni" in features else "avx2"
 
 
 def result_path(cpu: dict) -> str:
@@ -208,7 +214,7 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--skip_build", action="store_true", help="measure the artifacts already in --work_dir")
     ap.add_argument("--out", default=None, help="default: benchmarks/results/inference_cpu_<isa>.json, <isa> the "
-                    "CPU's int8 instruction set (avx2 or avx512vnni): one file per CPU class")
+                    "CPU's int8 instruction set (avx2, avx512vnni or amx): one file per CPU class")
     ap.add_argument("--write_docs", action="store_true", help="put the tables into README.md and docs/deployment.md")
     ap.add_argument("--render", action="store_true", help="only rewrite the tables from --out")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -314,11 +320,11 @@ def replace_between(path: str, begin: str, end: str, text: str) -> None:
         f.write(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
 
 
-def load_results() -> list:
-    """Every CPU class's latest sitting (benchmarks/results/inference_cpu_<isa>.json), AVX2 first."""
+def load_results(prefix: str = "inference_cpu") -> list:
+    """Every CPU class's latest record (benchmarks/results/<prefix>_<isa>.json), in ISA_NAMES order."""
     records = []
     for isa in ISA_NAMES:
-        path = os.path.join(RESULTS, f"inference_cpu_{isa}.json")
+        path = os.path.join(RESULTS, f"{prefix}_{isa}.json")
         if os.path.isfile(path):
             with open(path) as f:
                 records.append(json.load(f))

@@ -18,7 +18,8 @@ and put in one of these groups:
 Kernel times only: the time ONNX Runtime spends between kernels is not in them, and profiling
 slows small kernels down, so the totals sit above bench_inference.py's latencies. The groups' shares
 are the point. Results: benchmarks/results/onnx_profile_cpu_<isa>.json (one per CPU class, as
-for the latency benchmark); --write_docs puts the table into docs/deployment.md.
+for the latency benchmark); --write_docs puts every class's table into docs/deployment.md, --render
+only does that.
 """
 import argparse
 import collections
@@ -31,7 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from bench_inference import FILES, INPUTS, ISA_NAMES, RESULTS, ROOT, cpu_info, isa_class, replace_between  # noqa: E402
+from bench_inference import (FILES, INPUTS, ISA_NAMES, RESULTS, ROOT, cpu_info, isa_class,  # noqa: E402
+                             load_results, replace_between)
 
 ONNX_ARTIFACTS = [a for a, f in FILES.items() if f.endswith(".onnx")]
 PRODUCTS = {"MatMul", "FusedMatMul", "Gemm", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
@@ -124,8 +126,12 @@ def main(argv=None):
                     choices=ONNX_ARTIFACTS)
     ap.add_argument("--calls", type=int, default=50)
     ap.add_argument("--out", default=None, help="default: benchmarks/results/onnx_profile_cpu_<isa>.json")
-    ap.add_argument("--write_docs", action="store_true", help="put the table into docs/deployment.md")
+    ap.add_argument("--write_docs", action="store_true", help="put the tables into docs/deployment.md")
+    ap.add_argument("--render", action="store_true", help="only rewrite the tables from the results files")
     args = ap.parse_args(argv)
+    if args.render:
+        write_docs()
+        return
     paths = [(m, a, os.path.join(args.work_dir, m, FILES[a])) for m in args.models for a in args.artifacts]
     missing = [p for _, _, p in paths if not os.path.isfile(p)]
     if missing:
@@ -147,7 +153,15 @@ def main(argv=None):
     record.update(provenance())  # the commit the table names, as written beside the numbers
     print(render(record))
     if args.write_docs:
-        replace_between(DOC, "<!-- profile:begin -->", "<!-- profile:end -->", render(record))
+        write_docs()
+
+
+def write_docs() -> None:
+    """docs/deployment.md: one profile table per CPU class (onnx_profile_cpu_<isa>.json)."""
+    records = load_results("onnx_profile_cpu")
+    if not records:
+        raise SystemExit(f"no onnx_profile_cpu_<isa>.json in {RESULTS} (run the profile first)")
+    replace_between(DOC, "<!-- profile:begin -->", "<!-- profile:end -->", "\n\n".join(render(r) for r in records))
 
 
 if __name__ == "__main__":

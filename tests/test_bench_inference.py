@@ -21,6 +21,8 @@ def _record(features, fp32_ms, onnx_ms):
 def test_cpu_class_decides_the_results_file():
     assert bi.isa_class({"features": ["avx", "avx2"]}) == "avx2"
     assert bi.isa_class({"features": ["avx2", "avx512f", "avx512_vnni"]}) == "avx512vnni"
+    # AMX's int8 tiles are a kernel class of their own (the Intel Xeon sittings)
+    assert bi.isa_class({"features": ["amx_int8", "amx_tile", "avx2", "avx512_vnni"]}) == "amx"
     assert bi.result_path({"features": ["avx2"]}).endswith(os.path.join("results", "inference_cpu_avx2.json"))
 
 
