@@ -151,18 +151,37 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
 # ------------------------------------------------------------------------------------------
 # Running
 # ------------------------------------------------------------------------------------------
-def session_options(threads: int = 0):
-    """ONNX Runtime options for these models: the memory arena and the memory pattern off.
+_ENV_ARENA_REGISTERED = False
 
-    Both trade a little latency for memory: the arena keeps every buffer it ever allocated, and the
-    memory pattern preallocates one block for all the intermediate tensors of a batch shape. Measured
-    on MiniLM-L6 (AVX2, 2 cores, 4 fresh processes each, 1 x 128, 8 x 128 and 1 x 32 batches in
-    turn): peak RSS 140-144 MB with both off, 189-200 MB with the pattern on, ~200 MB with the
-    defaults; latency within the machine's noise (benchmarks/bench_inference.py has the numbers)."""
+
+def _shared_cpu_arena(ort) -> None:
+    """Register, once per process, a CPU memory arena on ONNX Runtime's environment that grows by
+    exactly what is asked (kSameAsRequested), for the sessions of session_options to share."""
+    global _ENV_ARENA_REGISTERED
+    if not _ENV_ARENA_REGISTERED:
+        cfg = ort.OrtArenaCfg({"arena_extend_strategy": 1})  # 1: kSameAsRequested
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, cfg)
+        _ENV_ARENA_REGISTERED = True
+
+
+def session_options(threads: int = 0):
+    """ONNX Runtime options for these models: buffers from an arena that grows by exactly what is
+    asked, no memory pattern.
+
+    The session's own arena rounds every extension up to a power of two and the memory pattern
+    preallocates one block for all the intermediate tensors of a batch shape: both cost memory
+    (MiniLM-L6, AVX2, 1 x 128, 8 x 128 and 1 x 32 in turn: peak RSS ~200 MB, 189-200 MB with the
+    pattern alone, 140-144 MB with neither). With no arena at all every large tensor is mapped and
+    unmapped per call, which the integer models pay for: on the Zen 5 machine their 8 x 128 calls
+    took 36-45 ms against 30-32 ms with an arena. The shared environment arena (kSameAsRequested)
+    gives both: 30-32 ms and 128-135 MB, the no-arena peak (3 fresh processes per setting;
+    benchmarks/bench_inference.py has the sittings)."""
     import onnxruntime as ort  # noqa: the caller checked it is installed
+    _shared_cpu_arena(ort)
     opts = ort.SessionOptions()
-    opts.enable_cpu_mem_arena = False
     opts.enable_mem_pattern = False
+    opts.add_session_config_entry("session.use_env_allocators", "1")
     if threads:
         opts.intra_op_num_threads = threads
     return opts

@@ -224,6 +224,34 @@ def test_onnx_runs_without_mindspore(tmp_path, pynative):
     assert p.stdout.strip() == "(2, 2)"
 
 
+def test_sessions_sharing_the_environment_arena_agree_with_a_plain_session(tmp_path, pynative):
+    """session_options' shared arena (registered once per process): two models loaded side by side
+    and run at several shapes in turn give exactly a plain session's outputs (a buffer handed to
+    two sessions, or kept from a larger shape, would show here)."""
+    from src.onnx_export import export_onnx
+    paths = []
+    for seed, name in ((2, "a.onnx"), (3, "b.onnx")):
+        net, run = _student(QuantConfig(act_mode="learned"), np.random.RandomState(seed), num_labels=2, task="sst-2")
+        paths.append(export_onnx(net, run, str(tmp_path / name)))
+    code = """if True:
+        import sys, numpy as np, onnxruntime as ort
+        from src.deploy import onnx_feed, session_options
+        shared = [ort.InferenceSession(p, session_options(), providers=["CPUExecutionProvider"]) for p in sys.argv[1:]]
+        plain = [ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for p in sys.argv[1:]]
+        rng = np.random.RandomState(0)
+        for b, s in ((4, 32), (1, 5), (3, 17), (4, 32), (2, 9)):
+            ids = rng.randint(1, 60, (b, s)).astype(np.int32)  # the tiny vocabulary: 60
+            mask = (np.arange(s)[None, :] < rng.randint(1, s + 1, (b, 1))).astype(np.int32)
+            feed = onnx_feed(ids, mask, np.zeros_like(ids))
+            for a, p in zip(shared, plain):
+                np.testing.assert_array_equal(a.run(None, feed)[0], p.run(None, feed)[0])
+        print("ok")
+    """
+    p = subprocess.run([sys.executable, "-c", code, *paths], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "ok"
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny SST-2 student (LAT, so the frozen MINDIR must drop lat_d), its records and its exports."""
