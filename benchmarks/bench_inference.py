@@ -102,13 +102,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
-def open_model(path: str):
+def open_model(path: str, arena: str = "shared"):
     """fn(input_ids, input_mask, segment_ids) -> logits (numpy) of any artifact here, .onnx or
-    .mindir, including the ones export.py did not write (fp32 MINDIR, quantize_dynamic's int8)."""
+    .mindir, including the ones export.py did not write (fp32 MINDIR, quantize_dynamic's int8).
+    arena: ONNX files' memory setting (src.deploy.session_options; the default is what predict.py
+    and eval.py use)."""
     if path.endswith(".onnx"):
         import onnxruntime as ort
-        from src.deploy import onnx_feed, session_options  # what predict.py / eval.py use, for every ONNX file
-        sess = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
+        from src.deploy import onnx_feed, session_options
+        sess = ort.InferenceSession(path, session_options(arena=arena), providers=["CPUExecutionProvider"])
         return lambda a, b, c: sess.run(["logits"], onnx_feed(a, b, c))[0]
     import mindspore as ms
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -117,10 +119,10 @@ def open_model(path: str):
     return lambda a, b, c: cell(ms.Tensor(a), ms.Tensor(b), ms.Tensor(c)).asnumpy()
 
 
-def worker(path: str, calls: int, inputs) -> dict:
+def worker(path: str, calls: int, inputs, arena: str = "shared") -> dict:
     import numpy as np
     t0 = time.perf_counter()
-    fn = open_model(path)
+    fn = open_model(path, arena)
     load_s = time.perf_counter() - t0
     rng = np.random.RandomState(0)
     out = {"load_s": load_s, "latency_ms": {}}
@@ -141,6 +143,15 @@ def worker(path: str, calls: int, inputs) -> dict:
         out["latency_ms"][f"{b}x{s}"] = statistics.median(times)
     out["peak_rss_MB"] = peak_rss_mb()
     return out
+
+
+def run_worker(path: str, calls: int, arena: str = "shared") -> dict:
+    """``worker`` in a fresh process (its own peak memory, no state from earlier models)."""
+    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", path, "--calls", str(calls),
+                        "--arena", arena], capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"), cwd=ROOT)
+    if p.returncode != 0:
+        raise RuntimeError(f"{path} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------------------
@@ -218,6 +229,7 @@ def main(argv=None):
     ap.add_argument("--write_docs", action="store_true", help="put the tables into README.md and docs/deployment.md")
     ap.add_argument("--render", action="store_true", help="only rewrite the tables from --out")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--arena", default="shared", help=argparse.SUPPRESS)  # the worker's ONNX memory setting
     args = ap.parse_args(argv)
     if args.render:
         write_tables()
@@ -225,7 +237,7 @@ def main(argv=None):
     if args.out is None:
         args.out = result_path(cpu_info())
     if args.worker:
-        print(json.dumps(worker(args.worker, args.calls, INPUTS)))
+        print(json.dumps(worker(args.worker, args.calls, INPUTS, args.arena)))
         return
     from common import provenance
     sources = {}
@@ -239,16 +251,10 @@ def main(argv=None):
         return
     jobs = [(m, a) for m in args.models for a in args.artifacts]
     runs = {job: [] for job in jobs}
-    env = dict(os.environ, GLOG_v="3")
     for r in range(args.rounds):
         order = jobs[r % len(jobs):] + jobs[:r % len(jobs)]  # rotated: no artifact always runs first
         for m, a in order:
-            path = os.path.join(args.work_dir, m, FILES[a])
-            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", path, "--calls",
-                                str(args.calls)], capture_output=True, text=True, env=env, cwd=ROOT)
-            if p.returncode != 0:
-                raise RuntimeError(f"{m} {a} failed:\n{p.stderr[-3000:]}")
-            res = json.loads(p.stdout.strip().splitlines()[-1])
+            res = run_worker(os.path.join(args.work_dir, m, FILES[a]), args.calls)
             runs[(m, a)].append(res)
             print(f"round {r + 1} {m:9s} {a:20s} " + " ".join(f"{k} {v:7.2f} ms" for k, v in res["latency_ms"].items())
                   + f"  rss {res['peak_rss_MB']:.0f} MB", flush=True)

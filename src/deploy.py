@@ -165,9 +165,13 @@ def _shared_cpu_arena(ort) -> None:
         _ENV_ARENA_REGISTERED = True
 
 
-def session_options(threads: int = 0):
+ARENAS = ("shared", "session", "none")
+
+
+def session_options(threads: int = 0, arena: str = "shared"):
     """ONNX Runtime options for these models: buffers from an arena that grows by exactly what is
-    asked, no memory pattern.
+    asked (``arena="shared"``), no memory pattern. ``"session"``: the session's own arena; ``"none"``:
+    no arena (benchmarks/compare_session_memory.py measures the three).
 
     The session's own arena rounds every extension up to a power of two and the memory pattern
     preallocates one block for all the intermediate tensors of a batch shape: both cost memory
@@ -175,13 +179,18 @@ def session_options(threads: int = 0):
     pattern alone, 140-144 MB with neither). With no arena at all every large tensor is mapped and
     unmapped per call, which the integer models pay for: on the Zen 5 machine their 8 x 128 calls
     took 36-45 ms against 30-32 ms with an arena. The shared environment arena (kSameAsRequested)
-    gives both: 30-32 ms and 128-135 MB, the no-arena peak (3 fresh processes per setting;
-    benchmarks/bench_inference.py has the sittings)."""
+    gives both: 30-32 ms and 128-135 MB, the no-arena peak (fresh processes per setting;
+    benchmarks/results/onnx_session_memory_cpu.json)."""
     import onnxruntime as ort  # noqa: the caller checked it is installed
-    _shared_cpu_arena(ort)
+    if arena not in ARENAS:
+        raise ValueError(f"arena must be one of {', '.join(ARENAS)}, got {arena!r}")
     opts = ort.SessionOptions()
     opts.enable_mem_pattern = False
-    opts.add_session_config_entry("session.use_env_allocators", "1")
+    if arena == "shared":
+        _shared_cpu_arena(ort)
+        opts.add_session_config_entry("session.use_env_allocators", "1")
+    else:
+        opts.enable_cpu_mem_arena = arena == "session"
     if threads:
         opts.intra_op_num_threads = threads
     return opts
