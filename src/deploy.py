@@ -177,9 +177,10 @@ def session_options(threads: int = 0, arena: str = "shared"):
     preallocates one block for all the intermediate tensors of a batch shape: both cost memory
     (MiniLM-L6, AVX2, 1 x 128, 8 x 128 and 1 x 32 in turn: peak RSS ~200 MB, 189-200 MB with the
     pattern alone, 140-144 MB with neither). With no arena at all every large tensor is mapped and
-    unmapped per call, which the integer models pay for: on the Zen 5 machine their 8 x 128 calls
-    took 36-45 ms against 30-32 ms with an arena. The shared environment arena (kSameAsRequested)
-    gives both: 30-32 ms and 128-135 MB, the no-arena peak (fresh processes per setting;
+    unmapped per call, which the integer models pay for: on the Zen 5 machine the fixed-range
+    students' 8 x 128 calls took 36.7-38.6 ms with no arena, 31.0-32.6 ms with the shared one
+    (int8 quantize_dynamic: 29.9 and 29.2), at 131-136 MB peak either way (the session's own arena:
+    153-157 MB). Medians of 3 rounds of fresh processes,
     benchmarks/results/onnx_session_memory_cpu.json)."""
     import onnxruntime as ort  # noqa: the caller checked it is installed
     if arena not in ARENAS:
