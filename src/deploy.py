@@ -180,8 +180,8 @@ def session_options(threads: int = 0, arena: str = "shared"):
     unmapped per call, which the integer models pay for: on the Zen 5 machine the fixed-range
     students' 8 x 128 calls took 36.7-38.6 ms with no arena, 31.0-32.6 ms with the shared one
     (int8 quantize_dynamic: 29.9 and 29.2), at 131-136 MB peak either way (the session's own arena:
-    153-157 MB). Medians of 3 rounds of fresh processes,
-    benchmarks/results/onnx_session_memory_cpu.json)."""
+    153-157 MB): medians of 3 rounds of fresh processes,
+    benchmarks/results/onnx_session_memory_cpu.json."""
     import onnxruntime as ort  # noqa: the caller checked it is installed
     if arena not in ARENAS:
         raise ValueError(f"arena must be one of {', '.join(ARENAS)}, got {arena!r}")
