@@ -55,6 +55,18 @@ def append_result(path: str, record: dict) -> None:
     print(f"appended to {path}")
 
 
+def named_files(ap, items, exts) -> dict:
+    """``--files name=path ...`` -> {name: path}; ap.error names an item without a name, a missing
+    file or a file not ending in one of ``exts``."""
+    files = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not os.path.isfile(path) or os.path.splitext(path)[1] not in exts:
+            ap.error(f"--files takes name=path with an existing {' or '.join(exts)} file, got {item!r}")
+        files[name] = path
+    return files
+
+
 def proc_status_mb(key: str, pid="self") -> float:
     """A memory line of /proc/<pid>/status (VmHWM: peak resident, VmRSS: resident) in MiB; 0.0
     when it cannot be read (the process has ended, or not Linux)."""

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_inference import cpu_info, open_model  # noqa: E402
-from common import write_result  # noqa: E402
+from common import named_files, write_result  # noqa: E402
 
 SHAPES = ((1, 128, 30), (8, 128, 8), (1, 32, 40))  # batch, length, timed calls per file and round
 
@@ -38,12 +38,7 @@ def main(argv=None):
                     "(MiniLM-L6 and BERT-base vocabularies: 30522), or [0, this) when it is below 1000")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    files = {}
-    for item in args.files:
-        name, sep, path = item.partition("=")
-        if not sep or not os.path.isfile(path) or os.path.splitext(path)[1] not in (".mindir", ".onnx"):
-            ap.error(f"--files takes name=path with an existing .mindir or .onnx file, got {item!r}")
-        files[name] = path
+    files = named_files(ap, args.files, (".mindir", ".onnx"))
     if args.rounds < 1 or args.max_token_id < 1:
         ap.error(f"--rounds and --max_token_id must be >= 1, got {args.rounds} and {args.max_token_id}")
     runners = {k: open_model(v) for k, v in files.items()}

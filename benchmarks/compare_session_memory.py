@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_inference import cpu_info, run_worker  # noqa: E402
-from common import write_result  # noqa: E402
+from common import named_files, write_result  # noqa: E402
 from src.deploy import ARENAS  # noqa: E402
 
 
@@ -31,12 +31,7 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    files = {}
-    for item in args.files:
-        name, sep, path = item.partition("=")
-        if not sep or not os.path.isfile(path) or not path.endswith(".onnx"):
-            ap.error(f"--files takes name=path with an existing .onnx file, got {item!r}")
-        files[name] = path
+    files = named_files(ap, args.files, (".onnx",))
     if args.rounds < 1 or args.calls < 5:
         ap.error(f"--rounds must be >= 1 and --calls >= 5, got {args.rounds} and {args.calls}")
     jobs = [(f, a) for f in files for a in args.arenas]
