@@ -13,8 +13,10 @@ training and evaluation use) and ``s`` computed by the same formula as the train
 (per-tensor max-abs, clipped; or the EMA / learned fixed range; the Clip keeps the codes at
 -127..127, see ``_codes``). Activations are uint8 with zero point 128 because ONNX Runtime's
 u8 x s8 GEMM is its fast path (an int8 x int8 product runs ~10x slower there); the integers are
-the same. Q and K before Q.K^T, and the softmax probabilities and V before P.V, are
-fake-quantized (QuantizeLinear/DequantizeLinear pairs) as in training.
+the same. Q.K^T is an integer product too (Q's uint8 codes times K's int8 codes, zero point 0);
+the softmax probabilities and V before P.V are fake-quantized (QuantizeLinear/DequantizeLinear
+pairs, which ONNX Runtime turns into an integer product itself), as in training. Asymmetric (EMA)
+ranges keep Q and K as fake-quant pairs in float.
 
 By default the three lines of a layer are ONE ONNX Runtime operator, MatMulIntegerToFloat
 (com.microsoft domain: the int32 sums scaled and biased as they leave the GEMM); ``ops="standard"``
@@ -68,11 +70,12 @@ def import_onnx():
 
 @dataclass
 class _QAct:
-    """An 8-bit activation: uint8 tensor ``u`` with value (u - zp) * s + lo."""
+    """An 8-bit activation: uint8 tensor ``u`` with value (u - zp) * s + lo (int8 if ``signed``)."""
     u: str
     zp: int
     s: str          # name of a float scalar tensor
     lo: float = 0.0  # asymmetric ranges: the value of code 0 (u is zero-point 0)
+    signed: bool = False  # int8 codes with zero point 0 (the B side of a u8 x s8 product)
 
 
 class _Graph:
@@ -167,13 +170,17 @@ def _float_weight(g: _Graph, hint: str, w: np.ndarray, q) -> str:
 # ------------------------------------------------------------------------------------------
 # Activation quantizers (one per ActQuant node of the network)
 # ------------------------------------------------------------------------------------------
-def _codes(g: _Graph, x: str, s: str, no_low_clip: bool) -> str:
-    """uint8 codes (zero point 128) of the symmetric formula: clamp(round(x / s), -127, 127) + 128."""
-    u = g.op("QuantizeLinear", [x, s, g.const(ZP, np.uint8)])  # codes -128..127
-    return u if no_low_clip else g.op("Clip", [u, g.const(ZP - 127, np.uint8), g.const(255, np.uint8)])
+def _codes(g: _Graph, x: str, s: str, no_low_clip: bool, signed: bool = False) -> _QAct:
+    """The codes of the symmetric formula clamp(round(x / s), -127, 127): uint8 with zero point 128,
+    or (signed) int8 with zero point 0."""
+    dt, zp = (np.int8, 0) if signed else (np.uint8, ZP)
+    u = g.op("QuantizeLinear", [x, s, g.const(zp, dt)])  # codes -128..127
+    if not no_low_clip:
+        u = g.op("Clip", [u, g.const(zp - 127, dt), g.const(zp + 127, dt)])
+    return _QAct(u, zp, s, signed=signed)
 
 
-def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
+def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None, signed: bool = False) -> _QAct:
     """The 8-bit codes of ``x`` for an ActQuant node, by the same formula as training.
 
     Training computes round(clip(x, -c, c) / s) with s = c / 127: codes -127..127. Rounding is
@@ -188,7 +195,10 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
     lower end -c is at most that bound, no code below -127 can occur and the Clip is left out.
 
     Symmetric quantizers with a calibrated range (``g.act_ranges``): the same formula with m fixed,
-    so values beyond m saturate at code +-127 as values beyond c do per call."""
+    so values beyond m saturate at code +-127 as values beyond c do per call.
+
+    signed: int8 codes with zero point 0 instead (symmetric modes only), for the B operand of an
+    integer product (ONNX Runtime's fast GEMMs multiply uint8 A by int8 B)."""
     from .quant import ActQuant
     assert isinstance(aq, ActQuant)
     fq = aq.fq
@@ -202,7 +212,7 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
             raise OnnxExportError(f"no calibrated range for the activation quantizer {name}")
         m = np.float32(max(float(g.act_ranges[name]), 1e-30))  # training keeps m >= 1e-30 too
         s = g.const(m / np.float32(levels))
-        return _QAct(_codes(g, x, s, fq.bounded or (lower is not None and lower >= -m)), ZP, s)
+        return _codes(g, x, s, fq.bounded or (lower is not None and lower >= -m), signed)
     if aq.mode == "symmetric":
         if fq.bounded:  # softmax probabilities, in [0, 1]: no clip
             m = g.op("ReduceMax", [x], keepdims=0)
@@ -214,12 +224,14 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
         if id(aq) in g.act_names:
             g.range_tensors[g.act_names[id(aq)]] = m
         s = g.op("Div", [m, g.const(levels)])
-        return _QAct(_codes(g, x, s, fq.bounded or (lower is not None and lower >= -fq.clip)), ZP, s)
+        return _codes(g, x, s, fq.bounded or (lower is not None and lower >= -fq.clip), signed)
     if aq.mode == "learned":
         a = np.maximum(np.float32(aq.clip.asnumpy().reshape(())), np.float32(1e-3))
         s = g.const(a / np.float32(levels))
-        return _QAct(_codes(g, x, s, lower is not None and lower >= -a), ZP, s)
+        return _codes(g, x, s, lower is not None and lower >= -a, signed)
     if aq.mode == "asymmetric_ema":
+        if signed:
+            raise OnnxExportError("asymmetric activation ranges have no signed codes")
         # q = round((clip(x, lo, hi) - lo) / s) s + lo, s = (hi - lo) / 255: codes 0..255, zero point 0
         lo = np.float32(aq.ema_lo.asnumpy())
         hi = np.float32(aq.ema_hi.asnumpy())
@@ -230,9 +242,14 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
     raise OnnxExportError(f"activation mode {aq.mode!r} cannot be exported")
 
 
+def _symmetric(aq) -> bool:
+    """An 8-bit quantizer whose codes are symmetric (zero at code 0): every mode but asymmetric_ema."""
+    return aq is not None and aq.mode != "asymmetric_ema"
+
+
 def _dequant(g: _Graph, qa: _QAct) -> str:
     """The fake-quantized float value of an 8-bit activation."""
-    x = g.op("DequantizeLinear", [qa.u, qa.s, g.const(qa.zp, np.uint8)])
+    x = g.op("DequantizeLinear", [qa.u, qa.s, g.const(qa.zp, np.int8 if qa.signed else np.uint8)])
     return g.op("Add", [x, g.const(qa.lo)]) if qa.lo else x
 
 
@@ -360,15 +377,32 @@ def _attention(w: _Writer, prefix: str, cell, x: str, mask_add: str, cfg) -> str
     # Q, K, V read one quantized input (as in training: one fake-quant node for the three)
     xq = _act_quant(g, x, cell.in_quant) if cell.in_quant is not None else x
     q, k, v = w.dense([prefix + ".query", prefix + ".key", prefix + ".value"], xq, None)  # [B, S, H]
-    # Per-tensor statistics do not depend on the layout: fake-quantizing before the head split
-    # is the same. (ONNX Runtime turns the P.V product of the fake-quantized pair into an integer
-    # GEMM itself; writing Q.K^T as one too measured no faster.)
-    q, k, v = (_fake_quant(g, t, aq) for t, aq in ((q, cell.q_quant), (k, cell.k_quant), (v, cell.v_quant)))
+    # Per-tensor statistics do not depend on the layout: quantizing before the head split is the same.
     heads = g.const([0, 0, nh, hd], np.int64)
-    q = g.op("Transpose", [g.op("Reshape", [q, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd]
-    k = g.op("Transpose", [g.op("Reshape", [k, heads])], perm=[0, 2, 3, 1])  # [B, nh, hd, S]
+    v = _fake_quant(g, v, cell.v_quant)
     v = g.op("Transpose", [g.op("Reshape", [v, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd]
-    scores = g.op("Add", [g.op("MatMul", [g.op("Mul", [q, g.const(cell.inv_sqrt_hd)]), k]), mask_add])
+    if _symmetric(cell.q_quant) and _symmetric(cell.k_quant):
+        # Q.K^T as an integer product: Q's uint8 codes (zero point 128) times K's int8 codes, the
+        # GEMM ONNX Runtime runs fastest; 1/sqrt(hd) joins K's scale. Measured on MiniLM-L6 (Zen 5,
+        # calibrated ranges): 6% faster at 8 x 128 than dequantizing both and multiplying floats.
+        qa, ka = _act_quant(g, q, cell.q_quant), _act_quant(g, k, cell.k_quant, signed=True)
+        qu = g.op("Transpose", [g.op("Reshape", [qa.u, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd] uint8
+        ku = g.op("Transpose", [g.op("Reshape", [ka.u, heads])], perm=[0, 2, 3, 1])  # [B, nh, hd, S] int8
+        k_scale = g.op("Mul", [ka.s, g.const(cell.inv_sqrt_hd)])
+        zps = [g.const(ZP, np.uint8), g.const(0, np.int8)]
+        if w.ops == "onnxruntime":
+            prod = g.op("MatMulIntegerToFloat", [qu, ku, qa.s, k_scale, *zps], domain=MS_DOMAIN)
+            g.value_info.append(g.helper.make_tensor_value_info(
+                prod, g.onnx.TensorProto.FLOAT, ["batch", nh, "seq", "seq"]))
+        else:
+            acc = g.op("MatMulInteger", [qu, ku, *zps])  # int32 [B, nh, S, S]
+            prod = g.op("Mul", [g.op("Cast", [acc], to=g.onnx.TensorProto.FLOAT), g.op("Mul", [qa.s, k_scale])])
+    else:
+        q, k = (_fake_quant(g, t, aq) for t, aq in ((q, cell.q_quant), (k, cell.k_quant)))
+        q = g.op("Transpose", [g.op("Reshape", [q, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd]
+        k = g.op("Transpose", [g.op("Reshape", [k, heads])], perm=[0, 2, 3, 1])  # [B, nh, hd, S]
+        prod = g.op("MatMul", [g.op("Mul", [q, g.const(cell.inv_sqrt_hd)]), k])
+    scores = g.op("Add", [prod, mask_add])  # [B, nh, S, S]
     probs = _fake_quant(g, g.op("Softmax", [scores], axis=-1), cell.p_quant, lower=0.0)  # [B, nh, S, S]
     ctx = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])  # [B, S, nh, hd]
     return g.op("Reshape", [ctx, g.const([0, 0, cfg.hidden_size], np.int64)])

@@ -186,10 +186,12 @@ def test_onnx_activation_codes_without_clip_above_a_lower_bound(pynative, mode):
     assert u.max() == 127 and (x > c).any()  # the saturated side was exercised
 
 
+@pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("mode", ["learned", "calibrated"])
-def test_onnx_activation_codes_of_fixed_ranges_clip_both_ends(pynative, mode):
+def test_onnx_activation_codes_of_fixed_ranges_clip_both_ends(pynative, mode, signed):
     """Fixed ranges (learned clip, calibrated range): values far beyond and just beyond -c and +c
-    take codes -127 and 127, never QuantizeLinear's extra -128: numpy's round(clip(x, -c, c) / s)."""
+    take codes -127 and 127, never QuantizeLinear's extra -128: numpy's round(clip(x, -c, c) / s).
+    The same as int8 codes with zero point 0 (signed: the K side of the integer Q.K^T product)."""
     from src.onnx_export import _act_quant
     from src.quant import ActQuant
     c = 0.8
@@ -203,8 +205,10 @@ def test_onnx_activation_codes_of_fixed_ranges_clip_both_ends(pynative, mode):
     def build(g, xin):
         if mode == "calibrated":
             g.act_names, g.act_ranges = {id(aq): "aq"}, {"aq": c}
-        return _act_quant(g, xin, aq).u
-    u = _run_graph(build, {"x": x}).astype(np.int64) - 128
+        return _act_quant(g, xin, aq, signed=signed).u
+    out = _run_graph(build, {"x": x})
+    assert out.dtype == (np.int8 if signed else np.uint8)
+    u = out.astype(np.int64) - (0 if signed else 128)
     s = np.float32(c) / np.float32(127)
     expect = np.round(np.clip(x, -c, c) / s)
     np.testing.assert_array_equal(u, expect)
