@@ -10,6 +10,11 @@ evaluates each file, and appends one JSON line to --results: the metrics per fil
 their largest difference from the checkpoint's, plus the examples whose prediction differs
 (classification; with the checkpoint's margin there and its rank among all margins, to tell a
 near-tie from a real error) or the largest score difference (regression).
+
+--teacher CKPT adds what a user would deploy instead of the student (``alternatives`` in the
+record): the fp32 teacher as ONNX, and ONNX Runtime's int8 ``quantize_dynamic`` and
+``quantize_static`` of it (static ranges from the same training batches the calibrated student
+uses), each with its dev metric, its size and its largest metric difference from the fp32 ONNX.
 """
 import argparse
 import json
@@ -34,6 +39,44 @@ def changed_predictions(ref, got) -> list:
             for i in np.nonzero(got.argmax(-1) != ref.argmax(-1))[0]]
 
 
+def alternatives(teacher: str, data_dir: str, out_dir: str, n_batches: int, batch_size: int) -> dict:
+    """Dev metrics and sizes of the teacher's fp32 ONNX and of ONNX Runtime's int8 routes for it."""
+    import numpy as np
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from bench_inference import open_model, quantize_static_int8
+    from src import api
+    from src.checkpoint import load_network
+    from src.config import get_task
+    from src.metrics import compute_metrics
+    from src.trainer import predict_records
+    _, run = load_network(teacher)
+    base = os.path.join(out_dir, "teacher")
+    files = {"teacher fp32 ONNX": base + ".onnx", "teacher int8 ONNX (dynamic)": base + "_int8_dynamic.onnx",
+             "teacher int8 ONNX (static)": base + "_int8_static.onnx"}
+    if not os.path.isfile(base + ".manifest.json"):
+        api.export(teacher, base, formats=("ONNX",), packed=False)
+    if not os.path.isfile(files["teacher int8 ONNX (dynamic)"]):
+        quantize_dynamic(base + ".onnx", files["teacher int8 ONNX (dynamic)"], weight_type=QuantType.QInt8)
+    if not os.path.isfile(files["teacher int8 ONNX (static)"]):
+        batch = run.train.batch_size if run.train is not None else 32
+        quantize_static_int8(base + ".onnx", files["teacher int8 ONNX (static)"],
+                             api.sample_batches(data_dir, run.task, batch, n_batches))
+    out, logits = {}, {}
+    for kind, path in files.items():
+        t0 = time.time()
+        lg, labels = predict_records(open_model(path), data_dir, run.task, batch_size, "mindrecord")
+        m = compute_metrics(run.task, lg, labels)
+        logits[kind] = lg
+        out[kind] = {"file": os.path.abspath(path), "bytes": os.path.getsize(path), "seconds": round(time.time() - t0, 1),
+                     **{k: v for k, v in m.items() if k != "select"}}
+        print(f"{kind:28s} " + " ".join(f"{k} {v:.5f}" for k, v in m.items() if isinstance(v, float)), flush=True)
+    ref = out["teacher fp32 ONNX"]
+    for kind, d in out.items():
+        d["max_metric_diff_from_fp32"] = max(abs(d[k] - ref[k]) for k in get_task(run.task).metrics)
+        d["max_logit_diff_from_fp32"] = float(np.abs(logits[kind] - logits["teacher fp32 ONNX"]).max())
+    return {"teacher": os.path.abspath(teacher), "files": out}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True)
@@ -43,6 +86,8 @@ def main(argv=None):
     ap.add_argument("--calibration_batches", type=int, default=16,
                     help="also ONNX and MINDIR models with activation ranges calibrated on this many training batches "
                          "of --data_dir (export.py --calibration_data); 0: not")
+    ap.add_argument("--teacher", default=None,
+                    help="the fp32 teacher checkpoint: also its fp32 ONNX and ONNX Runtime's int8 routes for it")
     ap.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results", "deploy_accuracy.jsonl"))
     args = ap.parse_args(argv)
     import numpy as np
@@ -87,6 +132,9 @@ def main(argv=None):
             d["predictions_changed"] = len(d["changed"])
     record = {"task": task, "quant": model.run.quant.name, "checkpoint": os.path.abspath(args.checkpoint),
               "data_dir": os.path.abspath(args.data_dir), "results": out, **provenance()}
+    if args.teacher:
+        record["alternatives"] = alternatives(args.teacher, args.data_dir, args.output_dir,
+                                              args.calibration_batches or 16, args.eval_batch_size)
     os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
     with open(args.results, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")

@@ -566,3 +566,36 @@ def test_export_py_refused_calibration_writes_nothing(exported, tmp_path):
     assert cli.run_main(lambda: export.main(["--checkpoint", cases[1][0], "--output", str(tmp_path / "o9" / "s"),
                                              "--calibration_data", str(d / "data"),
                                              "--calibration_split", "dev"]), "export") == 2
+
+
+def test_deploy_accuracy_alternatives_are_the_teacher_and_its_int8_files(exported, graph):
+    """benchmarks/deploy_accuracy.py --teacher: the fp32 ONNX of the teacher scores exactly what the
+    MindSpore network scores on the same records (metrics computed here by hand from its logits), and
+    ONNX Runtime's two int8 files are really quantized (other logits, a quarter of the size) yet close."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from deploy_accuracy import alternatives
+    from src.glue import convert
+    from src.trainer import predict_records
+    d, _ = exported
+    rng = np.random.RandomState(11)
+    import dataclasses
+    cfg = dataclasses.replace(tiny_config(2), vocab_size=30522, max_position_embeddings=64)
+    run = RunConfig(task="sst-2", model=cfg, quant=QuantConfig.full_precision())
+    net = BertForSequenceClassification(cfg, run.quant)
+    randomize(net, rng, W_SCALE)
+    os.makedirs(d / "teacher", exist_ok=True)
+    save_network(net, str(d / "teacher" / "t.ckpt"), run)
+    data = str(d / "data-train")
+    glue = synthetic_glue(str(d / "glue-alt"), n_train=40, n_dev=37)  # a train split of one calibration batch
+    convert("sst-2", glue, VOCAB, data, 24, progress=False)
+    got = alternatives(str(d / "teacher" / "t.ckpt"), data, str(d / "alt"), n_batches=1, batch_size=32)["files"]
+    net.set_train(False)
+    fwd = LogitsOnly(net)
+    logits, labels = predict_records(lambda *c: fwd(*(ms.Tensor(x) for x in c)).asnumpy(), data, "sst-2", 32,
+                                     "mindrecord")
+    assert got["teacher fp32 ONNX"]["acc"] == pytest.approx(float(np.mean(logits.argmax(-1) == labels)), abs=1e-12)
+    fp32 = got["teacher fp32 ONNX"]
+    assert fp32["max_logit_diff_from_fp32"] == 0.0
+    for kind in ("teacher int8 ONNX (dynamic)", "teacher int8 ONNX (static)"):
+        assert 0.0 < got[kind]["max_logit_diff_from_fp32"] < 0.05, kind
+        assert got[kind]["bytes"] < 0.35 * fp32["bytes"], kind
