@@ -134,15 +134,20 @@ def task_lr(args, task):
     return args.learning_rate if args.learning_rate is not None else get_task(task).distill_lr
 
 
+def task_epochs(args, task):
+    """--epoch_size, or the task table's distillation epochs (what train.py would use)."""
+    return args.epoch_size if args.epoch_size is not None else get_task(task).distill_epochs
+
+
 def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
     """One distillation run, its packed export, and its results row."""
-    lr = task_lr(args, task)
+    lr, epochs = task_lr(args, task), task_epochs(args, task)
     p = plan(recipe)
     if p["augment_copies"]:
         data = records(args, task, p["augment_copies"])
     flags = p["train_flags"]
     stages = p["stage_flags"] or [[]]
-    top = os.path.join(args.work_dir, task, f"{recipe}-lr{lr:g}-e{args.epoch_size:g}-s{seed}")
+    top = os.path.join(args.work_dir, task, f"{recipe}-lr{lr:g}-e{epochs:g}-s{seed}")
     log = os.path.join(args.work_dir, task, "runner.log")
     t0 = time.time()
     init = []
@@ -150,7 +155,7 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
         run_dir = top if len(stages) == 1 else os.path.join(top, f"stage{k}")
         cmd = train_cmd("train.py", run_dir, ["--task_name", task, "--teacher_model", teacher, "--data_dir", data,
                                               "--learning_rate", str(lr), "--epoch_size",
-                                              f"{args.epoch_size / len(stages):g}", "--seed", str(seed)]
+                                              f"{epochs / len(stages):g}", "--seed", str(seed)]
                         + flags + stage_flags + init
                         + (["--eval_step", str(args.eval_step)] if args.eval_step else [])
                         + (["--max_steps", str(args.max_steps)] if args.max_steps else []))
@@ -167,7 +172,7 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
     size = read_json(packed + ".size.json")
     speeds = [r["samples_per_s"] for r in hist if r.get("samples_per_s")]
     return {"task": task, "recipe": recipe, "seed": seed, "learning_rate": lr,
-            "epochs": args.epoch_size, "metric": head, "teacher": teacher_metrics[head],
+            "epochs": epochs, "metric": head, "teacher": teacher_metrics[head],
             "teacher_source": teacher_metrics["source"], "best": best[head], "best_step": best["step"],
             "final": hist[-1][head], "best_metrics": best, "evaluations": len(hist),
             "eval_step": args.eval_step or None,
@@ -187,7 +192,8 @@ def main(argv=None):
     ap.add_argument("--seeds", nargs="+", type=int, default=[42])
     ap.add_argument("--learning_rate", type=float, default=None,
                     help="default: train.py's per task (the task table's distill_lr)")
-    ap.add_argument("--epoch_size", type=float, default=3)
+    ap.add_argument("--epoch_size", type=float, default=None,
+                    help="default: train.py's per task (the task table's distill_epochs)")
     ap.add_argument("--eval_step", type=int, default=0,
                     help="evaluate every N steps (default 0: once per epoch); for 1-epoch runs like SST-2")
     ap.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR"), help="GLUE folder (default: $GLUE_DIR)")
@@ -226,7 +232,7 @@ def main(argv=None):
     done = {row_flags_key(r) for r in load_rows(args.results)}
     for task in args.tasks:
         todo = [(rec, s) for rec in args.recipes for s in args.seeds
-                if planned_key(task, rec, s, task_lr(args, task), args.epoch_size) not in done]
+                if planned_key(task, rec, s, task_lr(args, task), task_epochs(args, task)) not in done]
         if not todo:
             logger.info("%s: every requested row is in %s", task, args.results)
             continue

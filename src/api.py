@@ -50,9 +50,11 @@ class Job:
 
 
 def task_train_config(task: str, distill: bool = True, **overrides) -> TrainConfig:
-    """The task table's schedule: its batch size and (distillation) learning rate, then overrides."""
+    """The task table's schedule: its batch size, (distillation) learning rate and epochs, then overrides."""
     spec = get_task(task)
     base = {"batch_size": spec.batch_size, "learning_rate": spec.distill_lr if distill else FINETUNE_LR}
+    if distill:
+        base["epochs"] = spec.distill_epochs
     return TrainConfig(**{**base, **overrides})
 
 

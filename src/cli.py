@@ -11,7 +11,7 @@ import os
 from typing import Optional
 
 from .logs import setup_logging  # noqa: F401 - the entry points' logging set-up
-from .config import (ACT_MODES, ATTENTION_LOSSES, BUCKET_GRAPHS, DEFAULT_DISTILL_LR, DistillConfig, QuantConfig,
+from .config import (ACT_MODES, ATTENTION_LOSSES, BUCKET_GRAPHS, DEFAULT_DISTILL_EPOCHS, DEFAULT_DISTILL_LR, DistillConfig, QuantConfig,
                      TrainConfig, TASKS, get_task)
 
 
@@ -118,16 +118,22 @@ def add_data_args(ap: argparse.ArgumentParser, batch_size_alias: bool = False) -
                     type=positive_int, default=32)
 
 
-def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: float) -> None:
-    """lr None: the task table's distillation learning rate (TaskSpec.distill_lr)."""
+def _task_defaults(field: str, default: float) -> str:
+    """'cola 12, mrpc 6, else 3': the task table's values of a distillation default that differ."""
+    return ", ".join(f"{t.name} {getattr(t, field):g}" for t in TASKS.values()
+                     if getattr(t, field) != default) + f", else {default:g}"
+
+
+def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: Optional[float]) -> None:
+    """lr / epochs None: the task table's distillation values (TaskSpec.distill_lr, distill_epochs)."""
     ap.add_argument("--output_dir", required=True)
-    ap.add_argument("--epoch_size", type=float, default=epochs, help="epochs (may be fractional)")
+    ap.add_argument("--epoch_size", type=float, default=epochs, help="epochs, may be fractional (" + (
+        f"default {epochs:g}" if epochs is not None else
+        "default: the task table's, " + _task_defaults("distill_epochs", DEFAULT_DISTILL_EPOCHS)) + ")")
     ap.add_argument("--train_batch_size", type=positive_int, default=None,
                     help="default: the task table's (32; CoLA 16)")
     lr_help = (f"default {lr:g}" if lr is not None else
-               "default: the task table's, " + ", ".join(
-                   f"{t.name} {t.distill_lr:g}" for t in TASKS.values() if t.distill_lr != DEFAULT_DISTILL_LR)
-               + f", else {DEFAULT_DISTILL_LR:g}")
+               "default: the task table's, " + _task_defaults("distill_lr", DEFAULT_DISTILL_LR))
     ap.add_argument("--learning_rate", type=float, default=lr, help=f"peak learning rate ({lr_help})")
     ap.add_argument("--warmup_ratio", type=float, default=0.1)
     ap.add_argument("--weight_decay", type=float, default=0.01)
@@ -230,13 +236,21 @@ def job(args):
                args.resume, args.overwrite, args.stop_after, identity=run_identity(args))
 
 
+def with_task_epochs(args):
+    """--epoch_size left out: the task table's distillation budget, written into the flags (and so into
+    run.json) so that a resume compares the number, not "whatever the table says today"."""
+    if args.epoch_size is None:
+        args.epoch_size = TASKS[args.task_name].distill_epochs
+    return args
+
+
 def train_config(args) -> TrainConfig:
     """The schedule of the flags over the task table's (api.task_train_config; max_seq_length:
     the records', set by the api)."""
     from .api import task_train_config
-    given = {"learning_rate": args.learning_rate, "batch_size": args.train_batch_size}
+    given = {"learning_rate": args.learning_rate, "batch_size": args.train_batch_size, "epochs": args.epoch_size}
     return task_train_config(args.task_name, **{k: v for k, v in given.items() if v is not None},
-                             epochs=args.epoch_size, warmup_ratio=args.warmup_ratio,
+                             warmup_ratio=args.warmup_ratio,
                              weight_decay=args.weight_decay, seed=args.seed, eval_steps=args.eval_step,
                              max_steps=args.max_steps, bucket_width=args.bucket_width,
                              bucket_graphs=args.bucket_graphs,
