@@ -9,7 +9,6 @@ import argparse
 import sys
 
 from src import cli
-from src.api import FINETUNE_LR  # plain Python: no MindSpore import at parse time
 
 
 def parse_args(argv=None):
@@ -19,7 +18,7 @@ def parse_args(argv=None):
     cli.add_data_args(ap)
     ap.add_argument("--model", required=True, type=cli.checkpoint_file,
                     help="float checkpoint to fine-tune (.ckpt, its .json beside)")
-    cli.add_train_args(ap, lr=FINETUNE_LR, epochs=3)
+    cli.add_train_args(ap, distill=False)
     return ap.parse_args(argv)
 
 

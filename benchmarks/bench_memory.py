@@ -1,8 +1,8 @@
 """Peak resident memory of a distillation, evaluations included: runs train.py as a user would and
 samples its memory every half second (benchmarks/results/memory.json).
 
-    python benchmarks/bench_memory.py --teacher_model T.ckpt --data_dir D --name sts-b-default \
-        -- --task_name sts-b --max_steps 40 --eval_step 20
+    python benchmarks/bench_memory.py --teacher_model T.ckpt --data_dir D --name sts-b-padded \
+        -- --task_name sts-b --bucket_width 0 --max_steps 40 --eval_step 20
     python benchmarks/bench_memory.py ... --name sts-b-lat-buckets -- --task_name sts-b --ternarizer lat \
         --bucket_width 16 --token_mean --max_steps 120 --eval_step 60
     python benchmarks/bench_memory.py --render      # docs/performance.md's table from the results file
@@ -92,7 +92,7 @@ def main(argv=None):
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--name", help="row key, e.g. sts-b-default")
+    ap.add_argument("--name", help="row key, e.g. sts-b-padded")
     ap.add_argument("--teacher_model")
     ap.add_argument("--data_dir")
     ap.add_argument("--work_dir", default=None, help="where the run is written (default: a temporary folder)")

@@ -34,8 +34,10 @@ BUCKETS = ["--token_mean", "--bucket_width", "16"]
 _BUCKETED = ("lat", "layer-emb", "no-attn", "no-kd", "gold", "learned", "ema", "ema-fast", "no-ste-mask",
              "two-stage", "attn-kl")
 
-# name -> (train.py flags, what it is). "2-2-8" is the product's default recipe.
-RECIPES = {"2-2-8": ([], "2-2-8 TWN, row-wise embedding, symmetric 8-bit activations (default)"),
+# name -> (train.py flags, what it is). The product's default recipe is "2-2-8" on padded batches
+# or "2-2-8-buckets", by the task table's batching (default_recipe); the runner pins a recipe
+# without bucket flags to padded batches, so each name means the same flags on every task.
+RECIPES = {"2-2-8": ([], "2-2-8 TWN, row-wise embedding, symmetric 8-bit activations, padded batches"),
            "2-2-8-buckets": (BUCKETS, "2-2-8-tokens on length-grouped batches cut to a multiple of 16 (faster)"),
            "8-8-8": (["--weight_bits", "8", "--embedding_bits", "8"], "8-bit weights, embedding and activations")}
 RECIPES.update({f"2-2-8-{s}": v for s, v in _VARIANTS.items()})
@@ -70,6 +72,15 @@ PYTORCH_ORIGINAL = {"sts-b": (0.8308, "lr 1e-4"), "mrpc": (0.8257, "lr 2e-5"), "
 # Distillation uses the task table's batch (CoLA 16, as the original).
 TEACHER_EPOCHS = {"sst-2": 3}
 TEACHER_BATCH = 32
+
+
+def default_recipe(task: str) -> str:
+    """The recipe that train.py runs for a task without schedule flags: the task table's batching."""
+    from src.config import get_task
+    width = get_task(task).distill_bucket_width
+    if width and width != int(BUCKETS[-1]):
+        raise ValueError(f"{task}'s default bucket width {width} has no recipe (2-2-8-buckets is {BUCKETS[-1]})")
+    return "2-2-8-buckets" if width else "2-2-8"
 
 
 def plan(recipe: str) -> dict:

@@ -36,7 +36,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import git_commit  # noqa: E402
-from recipes import HEADLINE, RECIPES, TEACHER_BATCH, TEACHER_EPOCHS, plan, planned_key, row_flags_key  # noqa: E402
+from recipes import (HEADLINE, RECIPES, TEACHER_BATCH, TEACHER_EPOCHS, default_recipe, plan, planned_key,  # noqa: E402
+                     row_flags_key)
 from recipes_report import FIGURE_RECIPES, append_row, load_rows, render  # noqa: E402
 from src.config import get_task  # noqa: E402
 from src.logs import setup_logging  # noqa: E402
@@ -139,13 +140,21 @@ def task_epochs(args, task):
     return args.epoch_size if args.epoch_size is not None else get_task(task).distill_epochs
 
 
+def task_eval_step(args, task):
+    """--eval_step, or the task table's evaluation interval (what train.py would use)."""
+    return args.eval_step if args.eval_step is not None else get_task(task).distill_eval_steps
+
+
 def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
     """One distillation run, its packed export, and its results row."""
-    lr, epochs = task_lr(args, task), task_epochs(args, task)
+    lr, epochs, eval_step = task_lr(args, task), task_epochs(args, task), task_eval_step(args, task)
     p = plan(recipe)
     if p["augment_copies"]:
         data = records(args, task, p["augment_copies"])
     flags = p["train_flags"]
+    # a recipe without buckets runs padded whatever the task table's default batching (a name
+    # means the same flags on every task); not part of the row's flags, which predate the pin
+    padded = [] if "--bucket_width" in flags else ["--bucket_width", "0"]
     stages = p["stage_flags"] or [[]]
     top = os.path.join(args.work_dir, task, f"{recipe}-lr{lr:g}-e{epochs:g}-s{seed}")
     log = os.path.join(args.work_dir, task, "runner.log")
@@ -156,8 +165,7 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
         cmd = train_cmd("train.py", run_dir, ["--task_name", task, "--teacher_model", teacher, "--data_dir", data,
                                               "--learning_rate", str(lr), "--epoch_size",
                                               f"{epochs / len(stages):g}", "--seed", str(seed)]
-                        + flags + stage_flags + init
-                        + (["--eval_step", str(args.eval_step)] if args.eval_step else [])
+                        + flags + padded + stage_flags + init + ["--eval_step", str(eval_step)]
                         + (["--max_steps", str(args.max_steps)] if args.max_steps else []))
         if cmd:
             run(cmd, log)
@@ -175,7 +183,7 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
             "epochs": epochs, "metric": head, "teacher": teacher_metrics[head],
             "teacher_source": teacher_metrics["source"], "best": best[head], "best_step": best["step"],
             "final": hist[-1][head], "best_metrics": best, "evaluations": len(hist),
-            "eval_step": args.eval_step or None,
+            "eval_step": eval_step or None,
             "fp32_MB": size["fp32_MB"], "packed_MB": size["packed_MB"],
             "samples_per_s": statistics.median(speeds) if speeds else None,
             "runner_wall_s": round(time.time() - t0, 1), "train_flags": flags,
@@ -188,14 +196,17 @@ def distil(args, task, recipe, seed, data, teacher, teacher_metrics):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["sts-b", "mrpc"])
-    ap.add_argument("--recipes", nargs="+", default=["2-2-8"], choices=sorted(RECIPES))
+    ap.add_argument("--recipes", nargs="+", default=["default"], choices=sorted(RECIPES) + ["default"],
+                    help="default: each task's default recipe (2-2-8, or 2-2-8-buckets where the task "
+                         "table's batching is length buckets: STS-B, CoLA)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[42])
     ap.add_argument("--learning_rate", type=float, default=None,
                     help="default: train.py's per task (the task table's distill_lr)")
     ap.add_argument("--epoch_size", type=float, default=None,
                     help="default: train.py's per task (the task table's distill_epochs)")
-    ap.add_argument("--eval_step", type=int, default=0,
-                    help="evaluate every N steps (default 0: once per epoch); for 1-epoch runs like SST-2")
+    ap.add_argument("--eval_step", type=int, default=None,
+                    help="evaluate every N steps, 0: once per epoch (default: train.py's per task, the task "
+                         "table's distill_eval_steps)")
     ap.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR"), help="GLUE folder (default: $GLUE_DIR)")
     ap.add_argument("--teachers_dir", default=os.environ.get("TEACHERS_DIR"),
                     help="folder of Hugging Face teachers by task name (default: $TEACHERS_DIR); a task "
@@ -231,7 +242,8 @@ def main(argv=None):
     # rows are matched by the flags they ran with: a recipe whose flags changed is measured again
     done = {row_flags_key(r) for r in load_rows(args.results)}
     for task in args.tasks:
-        todo = [(rec, s) for rec in args.recipes for s in args.seeds
+        recipes = [default_recipe(task) if rec == "default" else rec for rec in args.recipes]
+        todo = [(rec, s) for rec in recipes for s in args.seeds
                 if planned_key(task, rec, s, task_lr(args, task), task_epochs(args, task)) not in done]
         if not todo:
             logger.info("%s: every requested row is in %s", task, args.results)

@@ -17,7 +17,8 @@ or another program calls them directly (docs/training.md has a worked example):
 Nothing here parses argv or sets the device: the caller does (``src.trainer.set_context``), and
 for data-parallel runs passes its rank and group size (``src.distributed.init_distributed``).
 Training takes ``max_seq_length`` from the records (their meta.json), and the task's defaults
-(batch size, distillation learning rate) when no TrainConfig is given.
+(batch size; for distillation learning rate, epochs, length buckets with the token-mean loss,
+evaluation interval) when no TrainConfig / DistillConfig is given.
 """
 from __future__ import annotations
 
@@ -50,12 +51,20 @@ class Job:
 
 
 def task_train_config(task: str, distill: bool = True, **overrides) -> TrainConfig:
-    """The task table's schedule: its batch size, (distillation) learning rate and epochs, then overrides."""
+    """The task table's schedule: its batch size, then for distillation its learning rate, epochs,
+    length buckets and evaluation interval (fine-tuning: FINETUNE_LR, padded batches), then overrides."""
     spec = get_task(task)
     base = {"batch_size": spec.batch_size, "learning_rate": spec.distill_lr if distill else FINETUNE_LR}
     if distill:
-        base["epochs"] = spec.distill_epochs
+        base.update(epochs=spec.distill_epochs, bucket_width=spec.distill_bucket_width,
+                    eval_steps=spec.distill_eval_steps)
     return TrainConfig(**{**base, **overrides})
+
+
+def default_distill_config(train: TrainConfig) -> DistillConfig:
+    """The paper's loss weights, with the hidden/attention terms over real tokens when the batches
+    are length buckets (their padding varies per batch, so a mean over positions would too)."""
+    return DistillConfig(token_mean=train.bucket_width > 0)
 
 
 def _records(task: str, job: Job, train: TrainConfig, reads_labels: bool) -> TrainConfig:
@@ -119,8 +128,9 @@ def distill(task: str, teacher: str, job: Job, student: Optional[str] = None,
     from .cell_wrapper import DistillLoss, TrainOneStep, build_optimizer
     from .checkpoint import load_network
     from .trainer import total_steps
-    quant, distillation = quant or QuantConfig(), distillation or DistillConfig()
-    train = _records(task, job, train or task_train_config(task), distillation.uses_gold_labels)
+    quant, train = quant or QuantConfig(), train or task_train_config(task)
+    distillation = distillation or default_distill_config(train)
+    train = _records(task, job, train, distillation.uses_gold_labels)
     ms.set_seed(train.seed)
     t_net, t_run = load_network(teacher, dropout=0.0)
     if t_run.task != task:

@@ -124,24 +124,33 @@ def _task_defaults(field: str, default: float) -> str:
                      if getattr(t, field) != default) + f", else {default:g}"
 
 
-def add_train_args(ap: argparse.ArgumentParser, lr: Optional[float], epochs: Optional[float]) -> None:
-    """lr / epochs None: the task table's distillation values (TaskSpec.distill_lr, distill_epochs)."""
+def add_train_args(ap: argparse.ArgumentParser, distill: bool) -> None:
+    """distill: the schedule flags default to the task table's distillation recipe (TaskSpec.distill_*,
+    filled in by with_task_defaults); else fine-tuning's (5e-5, 3 epochs, padded, per-epoch evaluation)."""
+    from .api import FINETUNE_LR  # plain Python, as this module
+    table = "default: the task table's, "
     ap.add_argument("--output_dir", required=True)
-    ap.add_argument("--epoch_size", type=float, default=epochs, help="epochs, may be fractional (" + (
-        f"default {epochs:g}" if epochs is not None else
-        "default: the task table's, " + _task_defaults("distill_epochs", DEFAULT_DISTILL_EPOCHS)) + ")")
+    ap.add_argument("--epoch_size", type=float, default=None if distill else TrainConfig.epochs,
+                    help="epochs, may be fractional (" + (
+                        table + _task_defaults("distill_epochs", DEFAULT_DISTILL_EPOCHS) if distill
+                        else f"default {TrainConfig.epochs:g}") + ")")
     ap.add_argument("--train_batch_size", type=positive_int, default=None,
                     help="default: the task table's (32; CoLA 16)")
-    lr_help = (f"default {lr:g}" if lr is not None else
-               "default: the task table's, " + _task_defaults("distill_lr", DEFAULT_DISTILL_LR))
-    ap.add_argument("--learning_rate", type=float, default=lr, help=f"peak learning rate ({lr_help})")
+    ap.add_argument("--learning_rate", type=float, default=None if distill else FINETUNE_LR,
+                    help="peak learning rate (" + (table + _task_defaults("distill_lr", DEFAULT_DISTILL_LR)
+                                                   if distill else f"default {FINETUNE_LR:g}") + ")")
     ap.add_argument("--warmup_ratio", type=float, default=0.1)
     ap.add_argument("--weight_decay", type=float, default=0.01)
-    ap.add_argument("--eval_step", "--eval_ckpt_step", dest="eval_step", type=non_negative_int, default=0,
-                    help="evaluate every N steps (0: per epoch)")
-    ap.add_argument("--bucket_width", type=non_negative_int, default=0,
-                    help="train on batches of similar length, each cut to a multiple of this "
-                         "(0: pad every batch to the records' length); pair it with --token_mean")
+    ap.add_argument("--eval_step", "--eval_ckpt_step", dest="eval_step", type=non_negative_int,
+                    default=None if distill else 0,
+                    help="evaluate every N steps (0: per epoch; " + (
+                        table + _task_defaults("distill_eval_steps", 0) if distill else "default 0") + ")")
+    ap.add_argument("--bucket_width", type=non_negative_int, default=None if distill else 0,
+                    help="train on batches of similar length, each cut to a multiple of this (0: pad every "
+                         "batch to the records' length; " + (
+                             table + _task_defaults("distill_bucket_width", 0) +
+                             "); buckets come with --token_mean unless --no_token_mean" if distill
+                             else "default 0)"))
     ap.add_argument("--bucket_graphs", default="open", choices=list(BUCKET_GRAPHS),
                     help="with --bucket_width: one training graph with the length left open (the memory of "
                          "one graph), or one static graph per length (faster steps, each graph keeps its "
@@ -197,8 +206,11 @@ def add_distill_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--pred_weight", type=float, default=d.pred_weight)
     g.add_argument("--label_weight", type=float, default=d.label_weight)
     g.add_argument("--regression_target", default=d.regression_target, choices=["teacher", "label"])
-    g.add_argument("--token_mean", action="store_true",
-                   help="hidden/attention terms over real tokens only (padding-independent)")
+    g.add_argument("--token_mean", action="store_const", const=True, default=None,
+                   help="hidden/attention terms over real tokens only, independent of padding (default: "
+                        "on with length buckets, off on padded batches, as the paper)")
+    g.add_argument("--no_token_mean", dest="token_mean", action="store_const", const=False,
+                   help="means over every position even on length buckets")
     g.add_argument("--attention_loss", default=d.attention_loss, choices=list(ATTENTION_LOSSES),
                    help="mse: MSE of the attention scores (the paper); kl: KL divergence of the student's "
                         "attention probabilities from the teacher's, per query")
@@ -236,11 +248,17 @@ def job(args):
                args.resume, args.overwrite, args.stop_after, identity=run_identity(args))
 
 
-def with_task_epochs(args):
-    """--epoch_size left out: the task table's distillation budget, written into the flags (and so into
-    run.json) so that a resume compares the number, not "whatever the table says today"."""
-    if args.epoch_size is None:
-        args.epoch_size = TASKS[args.task_name].distill_epochs
+def with_task_defaults(args):
+    """Schedule flags left out: the task table's distillation recipe, written into the flags (and so
+    into run.json) so that a resume compares the numbers, not "whatever the table says today".
+    --token_mean left out: on with length buckets (their padding varies per batch), off without."""
+    spec = TASKS[args.task_name]
+    for flag, value in (("epoch_size", spec.distill_epochs), ("eval_step", spec.distill_eval_steps),
+                        ("bucket_width", spec.distill_bucket_width)):
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
+    if args.token_mean is None:
+        args.token_mean = args.bucket_width > 0
     return args
 
 

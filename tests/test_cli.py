@@ -119,21 +119,38 @@ def test_progress_rate_forgets_compilation_and_pauses_and_eta_passes_a_day():
     assert format_duration(90061) == "25:01:01"  # a day, an hour, a minute, a second
 
 
-@pytest.mark.parametrize("task, lr, epochs", [("cola", 1e-4, 12.0), ("mrpc", 1e-4, 6.0), ("sst-2", 1e-4, 1.0),
-                                              ("rte", 5e-5, 3.0), ("sts-b", 1e-4, 3.0)])
-def test_train_schedule_defaults_are_the_measured_recipes_and_flags_override_them(task, lr, epochs):
-    """Without --learning_rate / --epoch_size, train.py runs the budget docs/results.md measured per
-    task (values written out here, not read from the task table); given flags win; finetune.py keeps
-    its own 3 epochs at 5e-5 on every task."""
+# task -> lr, epochs, bucket width, evaluation interval of its measured default recipe (docs/results.md)
+MEASURED_RECIPES = {"cola": (1e-4, 12.0, 16, 200), "mrpc": (1e-4, 6.0, 0, 0), "sst-2": (1e-4, 1.0, 0, 300),
+                    "rte": (5e-5, 3.0, 0, 0), "sts-b": (1e-4, 3.0, 16, 0)}
+
+
+@pytest.mark.parametrize("task", sorted(MEASURED_RECIPES))
+def test_train_schedule_defaults_are_the_measured_recipes_and_flags_override_them(task):
+    """Without schedule flags, train.py runs the recipe docs/results.md measured per task (values
+    written out above, not read from the task table), with the token-mean loss exactly when the
+    batches are length buckets; given flags win; finetune.py keeps 3 padded epochs at 5e-5."""
     import finetune
     import train
+    from src import api
+    lr, epochs, width, every = MEASURED_RECIPES[task]
     common = ["--task_name", task, "--data_dir", "d", "--output_dir", "o"]
     args = train.parse_args(common + ["--teacher_model", "t.ckpt"])
-    assert cli.run_identity(args)["epoch_size"] == epochs  # what a resume compares
+    saved = cli.run_identity(args)  # what a resume compares: the numbers, not "the table's"
+    assert (saved["epoch_size"], saved["bucket_width"], saved["eval_step"], saved["token_mean"]) == (
+        epochs, width, every, width > 0)
+    t, d = cli.train_config(args), cli.distill_config(args)
+    assert (t.learning_rate, t.epochs, t.bucket_width, t.eval_steps, d.token_mean) == (lr, epochs, width, every,
+                                                                                      width > 0)
+    # the library's defaults are the same recipe
+    t = api.task_train_config(task)
+    assert (t.learning_rate, t.epochs, t.bucket_width, t.eval_steps) == (lr, epochs, width, every)
+    assert api.default_distill_config(t).token_mean is (width > 0)
+    flags = ["--epoch_size", "0.5", "--learning_rate", "2e-5", "--eval_step", "7", "--bucket_width", "8"]
+    args = train.parse_args(common + ["--teacher_model", "t.ckpt"] + flags)
     t = cli.train_config(args)
-    assert (t.learning_rate, t.epochs) == (lr, epochs)
-    t = cli.train_config(train.parse_args(common + ["--teacher_model", "t.ckpt", "--epoch_size", "0.5",
-                                                    "--learning_rate", "2e-5"]))
-    assert (t.learning_rate, t.epochs) == (2e-5, 0.5)
+    assert (t.learning_rate, t.epochs, t.eval_steps, t.bucket_width, args.token_mean) == (2e-5, 0.5, 7, 8, True)
+    assert train.parse_args(common + ["--teacher_model", "t.ckpt", "--bucket_width", "0"]).token_mean is False
+    assert train.parse_args(common + ["--teacher_model", "t.ckpt", "--bucket_width", "0", "--token_mean"]).token_mean
+    assert train.parse_args(common + ["--teacher_model", "t.ckpt", "--no_token_mean"]).token_mean is False
     t = cli.train_config(finetune.parse_args(common + ["--model", "m.ckpt"]))
-    assert (t.learning_rate, t.epochs) == (5e-5, 3.0)
+    assert (t.learning_rate, t.epochs, t.bucket_width, t.eval_steps) == (5e-5, 3.0, 0, 0)

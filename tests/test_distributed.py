@@ -72,7 +72,7 @@ def test_train_py_distribute_through_the_cpu_launcher(tmp_path, buckets, glue_di
     p = subprocess.run(["bash", "scripts/run_distribute_train_cpu.sh", "2", "--task_name", "sts-b", "--teacher_model",
                         str(tmp_path / "t.ckpt"), "--data_dir", str(tmp_path / "data"), "--output_dir",
                         str(tmp_path / "out"), "--train_batch_size", "4", "--max_steps", "3", "--learning_rate", "1e-3"]
-                       + (["--bucket_width", "8", "--token_mean"] if buckets else []),
+                       + (["--bucket_width", "8", "--token_mean"] if buckets else ["--bucket_width", "0"]),
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     logs = tmp_path / "out" / "msrun_logs"
     tail = "".join(open(logs / f).read()[-1500:] for f in os.listdir(logs)) if logs.is_dir() else ""

@@ -92,7 +92,7 @@ def test_resume_continues_to_the_same_result(work, buckets):
     d = work / ("buckets" if buckets else "padded")
     common = ["train.py", "--task_name", "sts-b", "--data_dir", str(work / "data"), "--train_batch_size", "16",
               "--teacher_model", str(work / "bb" / "bb.ckpt"), "--epoch_size", "2", "--eval_step", "2",
-              "--learning_rate", "1e-4"] + (["--bucket_width", "8", "--token_mean"] if buckets else [])
+              "--learning_rate", "1e-4"] + (["--bucket_width", "8", "--token_mean"] if buckets else ["--bucket_width", "0"])
     run(*common, "--output_dir", str(d / "a"))
     run(*common, "--output_dir", str(d / "b"), "--stop_after", "2")
     assert json.load(open(d / "b" / "state.json"))["step"] == 2

@@ -140,6 +140,12 @@ def test_runner_smoke_and_resume(tmp_path, glue_dir):
         assert r["best"] == max(hist, key=lambda h: h["select"])["pearson"]
         assert round(r["packed_MB"] * 1e6) == os.path.getsize(run_dir / "export" / "best.tbq")  # MB to 6 places
     ternary, eight, staged, augmented = rows
+    # STS-B's default batching is length buckets, but a recipe without bucket flags runs padded
+    plain = json.load(open(tmp_path / "work" / "sts-b" / "2-2-8-lr0.0001-e1-s42" / "run.json"))
+    bucketed = json.load(open(tmp_path / "work" / "sts-b" / "2-2-8-buckets-aug-lr0.0001-e1-s42" / "run.json"))
+    assert (plain["bucket_width"], plain["token_mean"], bucketed["bucket_width"], bucketed["token_mean"]) == (
+        0, False, 16, True)
+    assert ternary["eval_step"] is None and plain["eval_step"] == 0  # STS-B evaluates per epoch
     # the augmented recipe distils on its own records: the 48 examples plus up to 4 copies each
     aug_meta = json.load(open(tmp_path / "work" / "sts-b" / "data-32-aug4" / "meta.json"))
     assert augmented["augment"]["copies"] == 4 and ternary["augment"] is None
@@ -195,6 +201,14 @@ def test_distillation_lr_defaults_per_task_and_flag_overrides(tmp_path):
     assert run_recipes.task_lr(SimpleNamespace(learning_rate=None), "rte") == 5e-5
     assert run_recipes.task_lr(SimpleNamespace(learning_rate=None), "cola") == lr("cola")
     assert run_recipes.task_lr(SimpleNamespace(learning_rate=3e-5), "rte") == 3e-5
+
+
+def test_default_recipe_per_task_follows_the_task_tables_batching():
+    assert {t: recipes.default_recipe(t) for t in ("sts-b", "cola", "mrpc", "sst-2", "rte")} == {
+        "sts-b": "2-2-8-buckets", "cola": "2-2-8-buckets", "mrpc": "2-2-8", "sst-2": "2-2-8", "rte": "2-2-8"}
+    from types import SimpleNamespace
+    assert run_recipes.task_eval_step(SimpleNamespace(eval_step=None), "sst-2") == 300
+    assert run_recipes.task_eval_step(SimpleNamespace(eval_step=0), "sst-2") == 0
 
 
 def test_bucket_variants_of_ema_and_ste_mask_reach_the_configs():
