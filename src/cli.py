@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import Optional
 
 from .logs import setup_logging  # noqa: F401 - the entry points' logging set-up
 from .config import (ACT_MODES, ATTENTION_LOSSES, BUCKET_GRAPHS, DEFAULT_DISTILL_EPOCHS, DEFAULT_DISTILL_LR,
