@@ -226,6 +226,8 @@ def main(argv=None):
     ap.add_argument("--readme", default=os.path.join(ROOT, "docs", "results.md"), help="the page holding the table")
     ap.add_argument("--svg", default=os.path.join(ROOT, "benchmarks", "results", "size_vs_metric.svg"))
     args = ap.parse_args(argv)
+    if args.eval_step is not None and args.eval_step < 0:
+        ap.error(f"--eval_step must be >= 0 (0 = once per epoch), got {args.eval_step}")
     if args.teacher_bucket_width < 0:
         ap.error(f"--teacher_bucket_width must be >= 0 (0 = padded batches), got {args.teacher_bucket_width}")
     setup_logging(sys.stderr)

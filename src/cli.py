@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 
+from .api import FINETUNE_LR, Job, default_distill_config, task_train_config  # plain Python: no MindSpore
 from .logs import setup_logging  # noqa: F401 - the entry points' logging set-up
 from .config import (ACT_MODES, ATTENTION_LOSSES, BUCKET_GRAPHS, DEFAULT_DISTILL_EPOCHS, DEFAULT_DISTILL_LR,
                      DistillConfig, QuantConfig, TrainConfig, TASKS, get_task)
@@ -126,7 +127,6 @@ def _task_defaults(field: str, default: float) -> str:
 def add_train_args(ap: argparse.ArgumentParser, distill: bool) -> None:
     """distill: the schedule flags default to the task table's distillation recipe (TaskSpec.distill_*,
     filled in by with_task_defaults); else fine-tuning's (5e-5, 3 epochs, padded, per-epoch evaluation)."""
-    from .api import FINETUNE_LR  # plain Python, as this module
     table = "default: the task table's, "
     ap.add_argument("--output_dir", required=True)
     ap.add_argument("--epoch_size", type=float, default=None if distill else TrainConfig.epochs,
@@ -242,7 +242,6 @@ def start_run(args):
 
 def job(args):
     """The api.Job of a training entry point's flags (its identity: the flags, as run.json has it)."""
-    from .api import Job
     return Job(args.data_dir, args.output_dir, args.dataset_type, args.max_seq_length, args.eval_batch_size,
                args.resume, args.overwrite, args.stop_after, identity=run_identity(args))
 
@@ -251,20 +250,19 @@ def with_task_defaults(args):
     """Schedule flags left out: the task table's distillation recipe, written into the flags (and so
     into run.json) so that a resume compares the numbers, not "whatever the table says today".
     --token_mean left out: on with length buckets (their padding varies per batch), off without."""
-    spec = TASKS[args.task_name]
-    for flag, value in (("epoch_size", spec.distill_epochs), ("eval_step", spec.distill_eval_steps),
-                        ("bucket_width", spec.distill_bucket_width)):
+    table = task_train_config(args.task_name)
+    for flag, value in (("epoch_size", table.epochs), ("eval_step", table.eval_steps),
+                        ("bucket_width", table.bucket_width)):
         if getattr(args, flag) is None:
             setattr(args, flag, value)
     if args.token_mean is None:
-        args.token_mean = args.bucket_width > 0
+        args.token_mean = default_distill_config(train_config(args)).token_mean
     return args
 
 
 def train_config(args) -> TrainConfig:
     """The schedule of the flags over the task table's (api.task_train_config; max_seq_length:
     the records', set by the api)."""
-    from .api import task_train_config
     given = {"learning_rate": args.learning_rate, "batch_size": args.train_batch_size, "epochs": args.epoch_size}
     return task_train_config(args.task_name, **{k: v for k, v in given.items() if v is not None},
                              warmup_ratio=args.warmup_ratio,
