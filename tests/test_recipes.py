@@ -176,19 +176,12 @@ def test_unknown_task_and_missing_results_are_refused_before_any_work(tmp_path):
         run_recipes.main(["--render", "--results", str(tmp_path / "r.jsonl"), "--readme", str(tmp_path / "README.md")])
 
 
-def test_negative_eval_step_is_refused_before_any_work(tmp_path):
-    p = subprocess.run([sys.executable, "benchmarks/run_recipes.py", "--eval_step", "-5",
+@pytest.mark.parametrize("flag,value", [("--eval_step", "-5"), ("--teacher_bucket_width", "-1")])
+def test_negative_sizes_are_refused_before_any_work(tmp_path, flag, value):
+    p = subprocess.run([sys.executable, "benchmarks/run_recipes.py", flag, value,
                         "--work_dir", str(tmp_path / "work"), "--results", str(tmp_path / "rows.jsonl")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and "--eval_step must be >= 0" in p.stderr
-    assert not (tmp_path / "work").exists() and not (tmp_path / "rows.jsonl").exists()
-
-
-def test_negative_teacher_bucket_width_is_refused(tmp_path):
-    p = subprocess.run([sys.executable, "benchmarks/run_recipes.py", "--teacher_bucket_width", "-1",
-                        "--work_dir", str(tmp_path / "work"), "--results", str(tmp_path / "rows.jsonl")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and "--teacher_bucket_width must be >= 0" in p.stderr
+    assert p.returncode == 2 and f"{flag} must be >= 0" in p.stderr
     assert not (tmp_path / "work").exists() and not (tmp_path / "rows.jsonl").exists()
 
 
