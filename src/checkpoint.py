@@ -101,6 +101,7 @@ def import_hf(hf_dir: str, task_name: str, out_ckpt: str, seed: int = 42,
     initialised N(0, 0.02) from ``seed`` and reported in the log.
     """
     spec = get_task(task_name)
+    check_ckpt_name(out_ckpt)
     if os.path.exists(out_ckpt) and not overwrite:
         raise FileExistsError(f"{out_ckpt} exists; pass --overwrite to replace it")
     hf_cfg, tensors = read_hf_folder(hf_dir)
@@ -192,6 +193,7 @@ def load_into(net, params: Dict[str, np.ndarray], source: str, allow_missing=())
 def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    check_ckpt_name(path)
     try:
         # every checkpoint this project writes carries a CRC (older ones without it still load)
         d = ms.load_checkpoint(path, crc_check=True)
@@ -202,8 +204,17 @@ def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
     return {k: v if isinstance(v, str) else v.asnumpy() for k, v in d.items()}
 
 
+def check_ckpt_name(path: str) -> None:
+    """MindSpore reads a checkpoint only from a name ending in .ckpt: refuse any other name before
+    a file is written that nothing could load (or before a read fails with a format message)."""
+    if not path.endswith(".ckpt"):
+        raise CheckpointError(f"{path}: a MindSpore checkpoint's name must end in .ckpt "
+                              f"(e.g. {path}.ckpt)")
+
+
 def atomic_save_checkpoint(obj, path: str, append_dict: dict = None) -> None:
     """Write to a temporary name, then rename: an interruption never leaves half a file."""
+    check_ckpt_name(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}.ckpt"
     ms.save_checkpoint(obj, tmp, append_dict=append_dict, crc_check=True)

@@ -8,7 +8,7 @@ import pytest
 import mindspore as ms
 
 from conftest import GLUE, TEACHERS, VOCAB, randomize, tiny_batch, tiny_config
-from src.checkpoint import CheckpointError, import_hf, load_network, save_network
+from src.checkpoint import CheckpointError, import_hf, load_network, read_checkpoint, save_network
 from src.config import QuantConfig, RunConfig
 from src.tinybert_model import BertForSequenceClassification
 
@@ -91,6 +91,18 @@ def test_import_refuses_wrong_head_and_existing_output(tmp_path):
     import_hf(str(tmp_path / "hf"), "rte", str(tmp_path / "m.ckpt"))
     with pytest.raises(FileExistsError):
         import_hf(str(tmp_path / "hf"), "rte", str(tmp_path / "m.ckpt"))
+
+
+def test_a_checkpoint_name_without_ckpt_is_refused_before_writing_and_reading(tmp_path, pynative):
+    """MindSpore loads only *.ckpt names: an import to 'teacher' would write a file nothing reads."""
+    _hf_folder(str(tmp_path / "hf"), tiny_config(2))
+    with pytest.raises(CheckpointError, match=r"teacher: a MindSpore checkpoint's name must end in \.ckpt"):
+        import_hf(str(tmp_path / "hf"), "rte", str(tmp_path / "teacher"))
+    assert sorted(os.listdir(tmp_path)) == ["hf"]  # nothing written, not even the .json
+    import_hf(str(tmp_path / "hf"), "rte", str(tmp_path / "t.ckpt"))
+    os.rename(tmp_path / "t.ckpt", tmp_path / "t.bin")
+    with pytest.raises(CheckpointError, match=r"t.bin: a MindSpore checkpoint's name must end in \.ckpt"):
+        read_checkpoint(str(tmp_path / "t.bin"))
 
 
 def test_strict_loading_names_the_mismatch(tmp_path, pynative):
