@@ -36,7 +36,7 @@ def parse_args(argv=None):
     ap.add_argument("--skip_header", action="store_true", help="tsv: the first line is a header")
     ap.add_argument("--max_seq_length", type=cli.positive_int, default=None,
                     help="default: the length the model was trained at (else the task table's)")
-    ap.add_argument("--batch_size", type=cli.positive_int, default=32)
+    ap.add_argument("--batch_size", type=cli.positive_int, default=cli.EVAL_BATCH_SIZE)
     ap.add_argument("--dynamic_length", action="store_true", help="cut each batch to its longest example")
     ap.add_argument("--threads", type=cli.non_negative_int, default=0, help="ONNX Runtime threads (0: all cores)")
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"],

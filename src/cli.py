@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 
-from .api import FINETUNE_LR, Job, default_distill_config, task_train_config  # plain Python: no MindSpore
+from .api import EVAL_BATCH_SIZE, FINETUNE_LR, Job, default_distill_config, task_train_config  # plain Python: no MindSpore
 from .logs import setup_logging  # noqa: F401 - the entry points' logging set-up
 from .config import (ACT_MODES, ATTENTION_LOSSES, BUCKET_GRAPHS, DEFAULT_DISTILL_EPOCHS, DEFAULT_DISTILL_LR,
                      DistillConfig, QuantConfig, TrainConfig, TASKS, get_task)
@@ -115,7 +115,7 @@ def add_data_args(ap: argparse.ArgumentParser, batch_size_alias: bool = False) -
                     help="optional check: the records must have been converted at this length")
     ap.add_argument("--dataset_type", default="mindrecord", choices=["mindrecord", "tfrecord"])
     ap.add_argument("--eval_batch_size", *(["--batch_size"] if batch_size_alias else []), dest="eval_batch_size",
-                    type=positive_int, default=32)
+                    type=positive_int, default=EVAL_BATCH_SIZE)
 
 
 def _task_defaults(field: str, default: float) -> str:

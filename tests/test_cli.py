@@ -154,3 +154,21 @@ def test_train_schedule_defaults_are_the_measured_recipes_and_flags_override_the
     assert train.parse_args(common + ["--teacher_model", "t.ckpt", "--no_token_mean"]).token_mean is False
     t = cli.train_config(finetune.parse_args(common + ["--model", "m.ckpt"]))
     assert (t.learning_rate, t.epochs, t.bucket_width, t.eval_steps) == (5e-5, 3.0, 0, 0)
+
+
+def test_every_way_to_evaluate_uses_the_same_batch_of_32():
+    """With per-batch activation ranges a quantized model's metric depends on its batch: the entry
+    points, predict.py and the library (a notebook's api.evaluate / api.Job) must agree."""
+    import inspect
+    import eval as eval_py
+    import finetune
+    import predict
+    import train
+    from src import api
+    data = ["--data_dir", "d", "--output_dir", "o", "--task_name", "sts-b"]
+    assert train.parse_args(data + ["--teacher_model", "t.ckpt"]).eval_batch_size == 32
+    assert finetune.parse_args(data + ["--model", "m.ckpt"]).eval_batch_size == 32
+    assert eval_py.parse_args(["--checkpoint", "m.ckpt", "--data_dir", "d"]).eval_batch_size == 32
+    assert predict.parse_args(["--model", "m.onnx", "--input", "x.tsv", "--output", "y.txt"]).batch_size == 32
+    assert api.Job("d", "o").eval_batch_size == 32
+    assert inspect.signature(api.evaluate).parameters["batch_size"].default == 32
