@@ -29,7 +29,9 @@ def parse_args(argv=None):
     # --ckpt_file / --file_name: the model_zoo export.py's spellings of the same two flags
     ap.add_argument("--checkpoint", "--ckpt_file", dest="checkpoint", required=True, type=cli.checkpoint_file,
                     help="a .ckpt (config .json beside it) or a packed .tbq")
-    ap.add_argument("--output", "--file_name", dest="output", required=True, help="output path without extension")
+    ap.add_argument("--output", "--file_name", dest="output", required=True,
+                    help="output path without extension (a .onnx, .mindir, .air or .tbq ending is taken "
+                         "off: --output out/student.onnx writes out/student.onnx, .mindir, .tbq)")
     ap.add_argument("--file_format", nargs="+", default=["ONNX", "MINDIR"],
                     choices=["ONNX", "MINDIR", "AIR", "NONE"],
                     help="one or more; AIR needs --device_target Ascend; NONE: only the packed file")
@@ -59,6 +61,9 @@ def parse_args(argv=None):
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     ap.add_argument("--device_id", type=int, default=0)
     args = ap.parse_args(argv)
+    stem, ext = os.path.splitext(args.output)
+    if ext.lower() in (".onnx", ".mindir", ".air", ".tbq"):
+        args.output = stem  # not out/student.onnx.onnx beside out/student.onnx.mindir
     if "NONE" in args.file_format:
         if len(args.file_format) > 1:
             ap.error("--file_format NONE cannot be combined with other formats")

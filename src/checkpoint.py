@@ -193,7 +193,7 @@ def load_into(net, params: Dict[str, np.ndarray], source: str, allow_missing=())
 def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    check_ckpt_name(path)
+    check_ckpt_name(path, writing=False)
     try:
         # every checkpoint this project writes carries a CRC (older ones without it still load)
         d = ms.load_checkpoint(path, crc_check=True)
@@ -204,12 +204,17 @@ def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
     return {k: v if isinstance(v, str) else v.asnumpy() for k, v in d.items()}
 
 
-def check_ckpt_name(path: str) -> None:
+def check_ckpt_name(path: str, writing: bool = True) -> None:
     """MindSpore reads a checkpoint only from a name ending in .ckpt: refuse any other name before
     a file is written that nothing could load (or before a read fails with a format message)."""
-    if not path.endswith(".ckpt"):
-        raise CheckpointError(f"{path}: a MindSpore checkpoint's name must end in .ckpt "
-                              f"(e.g. {path}.ckpt)")
+    if path.endswith(".ckpt"):
+        return
+    if writing:
+        raise CheckpointError(f"{path}: a MindSpore checkpoint's name must end in .ckpt (e.g. {path}.ckpt)")
+    ext = os.path.splitext(path)[1].lower()
+    hint = (f": a {ext} file is a deployment file; training reads the .ckpt it was exported from"
+            if ext in (".onnx", ".mindir", ".tbq", ".air") else "")
+    raise CheckpointError(f"{path}: a MindSpore checkpoint's name must end in .ckpt{hint}")
 
 
 def atomic_save_checkpoint(obj, path: str, append_dict: dict = None) -> None:

@@ -101,8 +101,12 @@ def test_a_checkpoint_name_without_ckpt_is_refused_before_writing_and_reading(tm
     assert sorted(os.listdir(tmp_path)) == ["hf"]  # nothing written, not even the .json
     import_hf(str(tmp_path / "hf"), "rte", str(tmp_path / "t.ckpt"))
     os.rename(tmp_path / "t.ckpt", tmp_path / "t.bin")
-    with pytest.raises(CheckpointError, match=r"t.bin: a MindSpore checkpoint's name must end in \.ckpt"):
+    with pytest.raises(CheckpointError, match=r"t.bin: a MindSpore checkpoint's name must end in \.ckpt$"):
         read_checkpoint(str(tmp_path / "t.bin"))
+    os.rename(tmp_path / "t.bin", tmp_path / "t.onnx")  # a deployment file given as a teacher
+    with pytest.raises(CheckpointError, match=r"t.onnx: .* a .onnx file is a deployment file; training reads the "
+                                              r"\.ckpt it was exported from"):
+        read_checkpoint(str(tmp_path / "t.onnx"))
 
 
 def test_strict_loading_names_the_mismatch(tmp_path, pynative):

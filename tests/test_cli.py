@@ -39,6 +39,13 @@ def test_export_accepts_the_model_zoo_spellings():
     assert vars(ours) == vars(zoo) and zoo.checkpoint == "s.ckpt" and zoo.output == "out/s"
 
 
+def test_export_output_with_an_artifact_extension_names_the_files_themselves():
+    import export
+    for given, base in (("out/student.onnx", "out/student"), ("out/s.MINDIR", "out/s"), ("out/s.tbq", "out/s"),
+                        ("out/student", "out/student"), ("out/v1.2", "out/v1.2")):
+        assert export.parse_args(["--checkpoint", "s.ckpt", "--output", given]).output == base
+
+
 def test_train_and_eval_accept_the_model_zoo_spellings(tmp_path):
     import eval as eval_py
     import train
