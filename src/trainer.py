@@ -43,7 +43,11 @@ def set_context(device_target: str, device_id: int = 0, mode: str = "graph") -> 
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     try:
         ms.set_device(device_target, device_id)
-    except RuntimeError:
+    except RuntimeError as e:
+        if "Unsupported device target" in str(e):  # no GPU/Ascend runtime in this installation
+            raise RuntimeError(f"--device_target {device_target}: MindSpore cannot run on {device_target} on "
+                               f"this machine (it finds no {device_target} runtime: drivers and toolkit "
+                               f"installed? see mindspore.cn/install); --device_target CPU runs here") from None
         # The device can be chosen only before the first kernel runs. A caller that already ran
         # kernels in this process (a test, a notebook calling main() twice) keeps its device
         # when it is the one asked for; a different one is an error, never a silent switch.
@@ -55,6 +59,8 @@ def set_context(device_target: str, device_id: int = 0, mode: str = "graph") -> 
 
 def prepare_output_dir(output_dir: str, identity: dict, resume: bool, overwrite: bool) -> None:
     """Refuse to mix two runs in one folder; ``identity`` is what makes a run the same run."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise FileExistsError(f"--output_dir {output_dir} is a file, not a folder")
     path = os.path.join(output_dir, "run.json")
     if os.path.isfile(path) and not overwrite:
         with open(path) as f:

@@ -179,3 +179,22 @@ def test_every_way_to_evaluate_uses_the_same_batch_of_32():
     assert predict.parse_args(["--model", "m.onnx", "--input", "x.tsv", "--output", "y.txt"]).batch_size == 32
     assert api.Job("d", "o").eval_batch_size == 32
     assert inspect.signature(api.evaluate).parameters["batch_size"].default == 32
+
+
+def test_a_device_this_machine_lacks_is_named_not_mistaken_for_a_device_switch():
+    """MindSpore's 'Unsupported device target' (no CUDA / CANN here) was reported as 'this process
+    already runs on CPU:0': the user must learn that the device is missing. (The suite runs on CPU
+    machines; on a machine with a GPU runtime this call would succeed or refuse the switch.)"""
+    from src.trainer import set_context
+    set_context("CPU")
+    with pytest.raises(RuntimeError, match="--device_target GPU: MindSpore cannot run on GPU on this machine"):
+        set_context("GPU")
+    set_context("CPU")  # the process still runs on CPU
+
+
+def test_an_output_dir_that_is_a_file_is_refused_with_its_name(tmp_path):
+    from src.trainer import prepare_output_dir
+    (tmp_path / "afile").write_text("keep me")
+    with pytest.raises(FileExistsError, match="--output_dir .*afile is a file, not a folder"):
+        prepare_output_dir(str(tmp_path / "afile"), {"run": 1}, resume=False, overwrite=True)
+    assert (tmp_path / "afile").read_text() == "keep me"  # --overwrite never deletes a file that is not a run
