@@ -48,7 +48,7 @@ def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging(sys.stderr)  # stdout may carry the predictions
     from src.config import get_task
-    from src.predict_io import encode, read_examples, write_lines
+    from src.predict_io import check_task_shape, encode, read_examples, write_lines
     from src.tokenization import BertTokenizer
     vocab = args.vocab_file or os.path.join(os.path.dirname(os.path.abspath(args.model)), "vocab.txt")
     if not os.path.isfile(vocab):
@@ -61,6 +61,7 @@ def main(argv=None):
     from src.deploy import load_predictor
     model = load_predictor(args.model, threads=args.threads)
     spec = get_task(model.run.task)
+    check_task_shape(examples, spec.name, spec.columns[1] is not None, "<stdin>" if args.input == "-" else args.input)
     max_len = args.max_seq_length or (model.run.train.max_seq_length if model.run.train else spec.max_seq_length)
     tok = BertTokenizer(vocab, do_lower_case=not args.cased)
     import numpy as np

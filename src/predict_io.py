@@ -80,6 +80,16 @@ def read_examples(path: str, skip_header: bool = False) -> List[Example]:
     return examples
 
 
+def check_task_shape(examples: List[Example], task: str, pairs: bool, name: str) -> None:
+    """A pair task (STS-B, MRPC, RTE ...) given single texts, or a single-sentence task (SST-2,
+    CoLA) given pairs, would still get numbers, none of them meaningful: refused."""
+    given = examples[0][1] is not None
+    if given != pairs:
+        raise DataError(f"{name}: the model is a {task} model, which reads "
+                        + ("sentence pairs: every line needs two tab-separated texts (JSON: \"text_a\" and "
+                           "\"text_b\")" if pairs else "one text per line, but the lines hold pairs"))
+
+
 def encode(tok, examples: List[Example], max_len: int, dynamic_length: bool = False):
     """Examples -> input_ids, input_mask, segment_ids int32 [B, S] (S = max_len, or the longest)."""
     rows = [encode_pair(tok, a, b, max_len)[:3] for a, b in examples]

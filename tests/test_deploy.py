@@ -360,12 +360,18 @@ def test_predict_py_names_a_malformed_line_and_writes_nothing(exported, tmp_path
              "b.tsv": (b"fine film\n\nok\n", "b.tsv:2: empty line"),
              "c.tsv": (b"fine film\nbad \xff byte\n", "c.tsv:2: not valid UTF-8"),
              "d.jsonl": (b'{"text": "ok"}\n{"txt": "no"}\n', "d.jsonl:2: expected a key"),
-             "e.tsv": (b"one text\na\tpair\n", "e.tsv:2: a pair")}
+             "e.tsv": (b"one text\na\tpair\n", "e.tsv:2: a pair"),
+             # an SST-2 model given pairs: numbers without meaning (and a pair model given single texts)
+             "f.tsv": (b"fine film\tgood\nbad\tfilm\n", "f.tsv: the model is a sst-2 model, which reads one text")}
     for name, (data, msg) in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(DataError, match=msg):
             predict.main(["--model", str(d / "exp" / "s.onnx"), "--input", str(tmp_path / name), "--output", str(out)])
         assert not out.exists()
+    from src.predict_io import check_task_shape
+    with pytest.raises(DataError, match="x.tsv: the model is a sts-b model, which reads sentence pairs"):
+        check_task_shape([("one text", None)], "sts-b", True, "x.tsv")
+    check_task_shape([("a", "b")], "sts-b", True, "x.tsv")
 
 
 def test_damaged_deployment_files_are_refused_with_their_names(exported, tmp_path):
