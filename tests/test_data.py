@@ -342,6 +342,47 @@ def test_evaluation_batches_have_one_shape_and_the_same_per_batch_statistics(tmp
     np.testing.assert_array_equal(got[:, :1], expect)
 
 
+@pytest.mark.parametrize("quantized", [False, True])
+def test_evaluation_op_by_op_gives_the_compiled_graphs_metrics(tmp_path, graph, quantized, monkeypatch):
+    """evaluate(pynative=True) (train.py --eval_pynative, the low-memory evaluation) runs the
+    network op by op: the metrics are those of the compiled graph, for a float network also those of
+    the numpy reference model, and the caller's GRAPH_MODE is back afterwards."""
+    import dataclasses
+    import mindspore as ms
+    import numpy_ref as ref
+    from conftest import randomize, synthetic_glue, tiny_config
+    from src.config import QuantConfig, RunConfig
+    from src.tinybert_model import BertForSequenceClassification
+    from src.trainer import evaluate
+    glue = synthetic_glue(str(tmp_path / "glue"), n_train=8, n_dev=37)
+    convert("sts-b", glue, VOCAB, str(tmp_path / "rec"), 24, splits=("dev",), progress=False)
+    cfg = dataclasses.replace(tiny_config(1), vocab_size=30522)  # the backbone vocabulary's ids
+    quant = QuantConfig() if quantized else QuantConfig.full_precision()
+    net = BertForSequenceClassification(cfg, quant)
+    randomize(net, np.random.RandomState(3), 0.3)
+    run = RunConfig(task="sts-b", model=cfg, quant=quant)
+    args = (str(tmp_path / "rec"), "sts-b", 16, "mindrecord")
+    import src.trainer as trainer
+    modes, inner = [], trainer.split_metrics
+
+    def spy(*a, **k):  # the mode the network actually runs in
+        modes.append(ms.get_context("mode"))
+        return inner(*a, **k)
+    monkeypatch.setattr(trainer, "split_metrics", spy)
+    compiled = evaluate(net, *args, run=run)
+    op_by_op = evaluate(net, *args, run=run, pynative=True)
+    assert modes == [ms.GRAPH_MODE, ms.PYNATIVE_MODE] and ms.get_context("mode") == ms.GRAPH_MODE
+    assert op_by_op == compiled and op_by_op["examples"] == 37
+    if not quantized:
+        P = {n: p.asnumpy() for n, p in net.parameters_and_names()}
+        rows = list(create_dataset(str(tmp_path / "rec"), "dev", "sts-b", 64).create_dict_iterator(output_numpy=True))
+        logits = np.concatenate([ref.bert_forward(P, cfg, b["input_ids"], b["input_mask"], b["segment_ids"])[0]
+                                 for b in rows])
+        labels = np.concatenate([b["label_ids"] for b in rows])
+        expect = compute_metrics("sts-b", logits, labels)
+        assert op_by_op["pearson"] == pytest.approx(expect["pearson"], abs=1e-5)
+
+
 def test_cola_without_header_and_mrpc_bom(tmp_path):
     cola = _write(tmp_path / "CoLA" / "dev.tsv", "gj04\t1\t\tThe sailors rode.\ngj04\t0\t*\tRode the.")
     ex = read_examples(str(cola), get_task("cola"))
