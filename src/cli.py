@@ -11,8 +11,8 @@ import os
 
 from .api import FINETUNE_LR, Job, default_distill_config, task_train_config  # plain Python: no MindSpore
 from .logs import setup_logging  # noqa: F401 - the entry points' logging set-up
-from .config import (EVAL_BATCH_SIZE, ACT_MODES, ATTENTION_LOSSES, BUCKET_GRAPHS, DEFAULT_DISTILL_EPOCHS, DEFAULT_DISTILL_LR,
-                     DistillConfig, QuantConfig, TrainConfig, TASKS, get_task)
+from .config import (ACT_MODES, ATTENTION_LOSSES, BUCKET_GRAPHS, DEFAULT_DISTILL_EPOCHS, DEFAULT_DISTILL_LR,
+                     EVAL_BATCH_SIZE, DistillConfig, QuantConfig, TrainConfig, TASKS, get_task)
 
 
 def task_name(value: str) -> str:

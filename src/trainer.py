@@ -152,13 +152,14 @@ def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: st
     fwd = view[2]
     from .deploy import MindsporePredictor  # numpy in, numpy out: what predict_records calls
     mode = ms.get_context("mode")
-    if pynative:
+    if pynative and mode != ms.PYNATIVE_MODE:
         ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
         metrics = split_metrics(MindsporePredictor(fwd, None, "the network"), records_dir, task, batch_size,
                                 dataset_type, max_seq_length, split)
     finally:
-        ms.set_context(mode=mode)
+        if ms.get_context("mode") != mode:
+            ms.set_context(mode=mode)  # the training graph runs on as compiled before
     net.set_train(was_training)
     return metrics
 
