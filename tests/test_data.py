@@ -350,10 +350,10 @@ def test_evaluation_op_by_op_gives_the_compiled_graphs_metrics(tmp_path, graph, 
     import dataclasses
     import mindspore as ms
     import numpy_ref as ref
+    import src.trainer as trainer
     from conftest import randomize, synthetic_glue, tiny_config
     from src.config import QuantConfig, RunConfig
     from src.tinybert_model import BertForSequenceClassification
-    from src.trainer import evaluate
     glue = synthetic_glue(str(tmp_path / "glue"), n_train=8, n_dev=37)
     convert("sts-b", glue, VOCAB, str(tmp_path / "rec"), 24, splits=("dev",), progress=False)
     cfg = dataclasses.replace(tiny_config(1), vocab_size=30522)  # the backbone vocabulary's ids
@@ -362,15 +362,14 @@ def test_evaluation_op_by_op_gives_the_compiled_graphs_metrics(tmp_path, graph, 
     randomize(net, np.random.RandomState(3), 0.3)
     run = RunConfig(task="sts-b", model=cfg, quant=quant)
     args = (str(tmp_path / "rec"), "sts-b", 16, "mindrecord")
-    import src.trainer as trainer
     modes, inner = [], trainer.split_metrics
 
     def spy(*a, **k):  # the mode the network actually runs in
         modes.append(ms.get_context("mode"))
         return inner(*a, **k)
     monkeypatch.setattr(trainer, "split_metrics", spy)
-    compiled = evaluate(net, *args, run=run)
-    op_by_op = evaluate(net, *args, run=run, pynative=True)
+    compiled = trainer.evaluate(net, *args, run=run)
+    op_by_op = trainer.evaluate(net, *args, run=run, pynative=True)
     assert modes == [ms.GRAPH_MODE, ms.PYNATIVE_MODE] and ms.get_context("mode") == ms.GRAPH_MODE
     assert op_by_op == compiled and op_by_op["examples"] == 37
     if not quantized:
