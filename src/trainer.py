@@ -136,7 +136,7 @@ def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: st
     run: ``net``'s RunConfig. Given for a network whose weights are quantized, its frozen twin
     (src.packing.FrozenTwin: the same outputs, no weight quantizer in the graph) is evaluated.
     pynative: run the network op by op (PyNative mode, then back to the caller's mode) instead of
-    compiling it. MindSpore keeps a compiled graph's buffers for the life of the process (~1.2 GB at
+    compiling it. MindSpore keeps a compiled graph's buffers for the life of the process (~1 GiB at
     32 x 128 beside the training graph's), while op-by-op execution reuses freed memory: the same
     metrics, ~0.8 GB less peak in a distillation, evaluations ~2-3x slower on CPU."""
     was_training = net.training
