@@ -43,9 +43,6 @@ class Job:
     dataset_type: str = "mindrecord"  # or tfrecord
     max_seq_length: Optional[int] = None  # the records' length, checked (None: whatever they hold)
     eval_batch_size: int = EVAL_BATCH_SIZE
-    # evaluations during training op by op (PyNative) instead of as a compiled graph: the same
-    # metrics, ~0.8 GB less peak memory at batch 32 x 128, slower evaluations (docs/performance.md)
-    eval_pynative: bool = False
     resume: bool = False             # continue the run in output_dir (refused if it is another run)
     overwrite: bool = False          # replace whatever output_dir holds
     stop_after: int = 0              # > 0: return after that many steps, as an interruption would
@@ -90,7 +87,7 @@ def _fit(job: Job, cell, network, run: RunConfig, rank: int, group_size: int, lo
         prepare_output_dir(job.output_dir, identity, job.resume, job.overwrite)
         log_to_file(os.path.join(job.output_dir, log_name))
     state = fit(LoopSpec(cell, network, run, run.train, job.data_dir, job.dataset_type, job.output_dir,
-                         job.eval_batch_size, rank, group_size, job.eval_pynative),
+                         job.eval_batch_size, rank, group_size),
                 resume=job.resume, stop_after=job.stop_after)
     if rank == 0 and state["best"] is not None:
         logger.info("done: best %s %.5f at step %s -> %s", run.task, state["best"], state["best_step"],

@@ -144,9 +144,6 @@ def add_train_args(ap: argparse.ArgumentParser, distill: bool) -> None:
                     default=None if distill else 0,
                     help="evaluate every N steps (0: per epoch; " + (
                         table + _task_defaults("distill_eval_steps", 0) if distill else "default 0") + ")")
-    ap.add_argument("--eval_pynative", action="store_true",
-                    help="evaluate during training op by op (PyNative) instead of as a compiled graph: the "
-                         "same metrics, ~0.8 GB less peak memory at batch 32 x 128, evaluations 2-3x slower")
     ap.add_argument("--bucket_width", type=non_negative_int, default=None if distill else 0,
                     help="train on batches of similar length, each cut to a multiple of this (0: pad every "
                          "batch to the records' length; " + (
@@ -246,7 +243,7 @@ def start_run(args):
 def job(args):
     """The api.Job of a training entry point's flags (its identity: the flags, as run.json has it)."""
     return Job(args.data_dir, args.output_dir, args.dataset_type, args.max_seq_length, args.eval_batch_size,
-               args.eval_pynative, args.resume, args.overwrite, args.stop_after, identity=run_identity(args))
+               args.resume, args.overwrite, args.stop_after, identity=run_identity(args))
 
 
 def with_task_defaults(args):
@@ -277,7 +274,7 @@ def train_config(args) -> TrainConfig:
                              loss_scale_window=args.scale_window)
 
 
-def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size", "eval_pynative", "stop_after",
+def run_identity(args, skip=("resume", "overwrite", "device_id", "eval_batch_size", "stop_after",
                             "save_ckpt_step", "max_ckpt_num")) -> dict:
     """What makes two invocations the same run (for refusing to mix runs in one folder)."""
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}

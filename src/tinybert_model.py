@@ -365,6 +365,76 @@ class LogitsOnly(nn.Cell):
         return self.net(input_ids, input_mask, segment_ids)[0]
 
 
+class _Front(nn.Cell):
+    """Embeddings and the additive attention mask: (ids, mask, segments) -> (x, mask_add)."""
+
+    def __init__(self, bert: BertModel):
+        super().__init__()
+        self.embeddings = bert.embeddings
+
+    def construct(self, input_ids, input_mask, segment_ids):
+        mask_add = (1.0 - input_mask.astype(ms.float32)).reshape(
+            input_mask.shape[0], 1, 1, input_mask.shape[1]) * -10000.0  # as BertModel
+        return self.embeddings(input_ids, segment_ids), mask_add
+
+
+class _Slot(nn.Cell):
+    def __init__(self, layer: BertLayer):
+        super().__init__()
+        self.layer = layer
+
+    def construct(self, x, mask_add):
+        return self.layer(x, mask_add)[0]
+
+
+class _Back(nn.Cell):
+    def __init__(self, net: BertForSequenceClassification):
+        super().__init__()
+        self.pooler, self.classifier = net.bert.pooler, net.classifier
+
+    def construct(self, x):
+        return self.classifier(self.pooler(x))  # dropout: none in inference
+
+
+class LayerStreamed:
+    """Evaluation view of ``net`` (in inference mode): inputs -> logits [B, num_labels], the same
+    values as LogitsOnly(net), with one compiled encoder layer that every layer's parameters are
+    loaded into in turn.
+
+    MindSpore keeps a compiled graph's buffers for the life of the process: the whole network as
+    one evaluation graph held ~1 GiB at 32 x 128 beside the training graph's, one layer's graph
+    about a sixth of it (docs/performance.md). Loading a layer's parameters rebinds tensors, no
+    copy. The network itself is not changed. For networks without weight quantizers (float, or
+    frozen: src.packing.FrozenTwin), whose layers hold nothing but their parameters."""
+
+    def __init__(self, net: BertForSequenceClassification):
+        if quantized_cells(net):
+            raise ValueError("LayerStreamed runs networks without weight quantizers: stream the frozen twin "
+                             "(src.packing.FrozenTwin) of a network in training")
+        self.front, self.back = _Front(net.bert), _Back(net)
+        source = net.bert.encoder.layer
+        slot = BertLayer(net.config, net.qcfg)
+        dtypes = {c.compute_dtype for _, c in source[0].cells_and_names() if hasattr(c, "compute_dtype")}
+        if len(dtypes) == 1:
+            set_compute_dtype(slot, dtypes.pop())
+        slot.set_train(False)
+        self.slot = _Slot(slot)
+        self.slot_params = dict(slot.parameters_and_names())
+        self.layers = [dict(layer.parameters_and_names()) for layer in source]
+        for i, params in enumerate(self.layers):
+            if set(params) != set(self.slot_params):  # e.g. a frozen network's layers lack weight quantizers
+                raise ValueError(f"encoder layer {i} has parameters {sorted(set(params) ^ set(self.slot_params))[:4]} "
+                                 f"that a layer of its config does not (or lacks theirs)")
+
+    def __call__(self, input_ids, input_mask, segment_ids):
+        x, mask_add = self.front(input_ids, input_mask, segment_ids)  # [B, S, H], [B, 1, 1, S]
+        for params in self.layers:
+            for name, p in self.slot_params.items():
+                p.set_data(params[name])
+            x = self.slot(x, mask_add)  # [B, S, H]
+        return self.back(x)  # [B, num_labels]
+
+
 def quantized_cells(net: nn.Cell):
     """(name, cell) of every cell whose weight is quantized, chosen by cell type."""
     return [(n, c) for n, c in net.cells_and_names()

@@ -32,7 +32,7 @@ from .glue import load_meta
 from .logs import Throughput, format_duration
 from .metrics import compute_metrics
 from .packing import FrozenTwin
-from .tinybert_model import LogitsOnly, quantized_cells
+from .tinybert_model import LayerStreamed, quantized_cells
 
 logger = logging.getLogger(__name__)
 
@@ -129,16 +129,14 @@ def split_metrics(fn, records_dir: str, task: str, batch_size: int, dataset_type
 
 
 def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: str,
-             max_seq_length: int = None, split: str = "dev", run=None, pynative: bool = False) -> dict:
+             max_seq_length: int = None, split: str = "dev", run=None) -> dict:
     """Metrics of ``net`` (a BertForSequenceClassification) on a whole split, no example dropped
     (and on the further dev sets, see split_metrics).
 
     run: ``net``'s RunConfig. Given for a network whose weights are quantized, its frozen twin
-    (src.packing.FrozenTwin: the same outputs, no weight quantizer in the graph) is evaluated.
-    pynative: run the network op by op (PyNative mode, then back to the caller's mode) instead of
-    compiling it. MindSpore keeps a compiled graph's buffers for the life of the process (~1 GiB at
-    32 x 128 beside the training graph's), while op-by-op execution reuses freed memory: the same
-    metrics, ~0.8 GB less peak in a distillation, evaluations ~2-3x slower on CPU."""
+    (src.packing.FrozenTwin: the same outputs, no weight quantizer in the graph) is evaluated,
+    layer by layer through one compiled encoder layer (tinybert_model.LayerStreamed: the same
+    logits as the whole network's graph, ~0.8 GB less memory beside the training graph)."""
     was_training = net.training
     net.set_train(False)
     # The view of the last network evaluated is kept: a new cell would be compiled again at every
@@ -146,20 +144,13 @@ def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: st
     view = _EVAL_VIEW[0]  # (net, its twin or None, the cell called)
     if view is None or view[0] is not net:
         twin = FrozenTwin(net, run) if run is not None and quantized_cells(net) else None
-        view = _EVAL_VIEW[0] = (net, twin, LogitsOnly(twin.network if twin else net))
+        view = _EVAL_VIEW[0] = (net, twin, LayerStreamed(twin.network if twin else net))
     elif view[1] is not None:
         view[1].refresh()  # the network's current weights, quantized
     fwd = view[2]
     from .deploy import MindsporePredictor  # numpy in, numpy out: what predict_records calls
-    mode = ms.get_context("mode")
-    if pynative and mode != ms.PYNATIVE_MODE:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        metrics = split_metrics(MindsporePredictor(fwd, None, "the network"), records_dir, task, batch_size,
-                                dataset_type, max_seq_length, split)
-    finally:
-        if ms.get_context("mode") != mode:
-            ms.set_context(mode=mode)  # the training graph runs on as compiled before
+    metrics = split_metrics(MindsporePredictor(fwd, None, "the network"), records_dir, task, batch_size,
+                            dataset_type, max_seq_length, split)
     net.set_train(was_training)
     return metrics
 
@@ -177,7 +168,6 @@ class LoopSpec:
     eval_batch_size: int = EVAL_BATCH_SIZE
     rank: int = 0
     group_size: int = 1
-    eval_pynative: bool = False  # see evaluate(pynative=...)
 
 
 def steps_per_epoch(records_dir: str, tcfg: TrainConfig, group_size: int = 1) -> int:
@@ -339,7 +329,7 @@ def _evaluate_and_save(spec: LoopSpec, state: dict, step: int, epoch: int, loss:
     out = spec.output_dir
     if spec.rank == 0:
         m = evaluate(spec.network, spec.records_dir, spec.run.task, spec.eval_batch_size,
-                     spec.dataset_type, spec.tcfg.max_seq_length, run=spec.run, pynative=spec.eval_pynative)
+                     spec.dataset_type, spec.tcfg.max_seq_length, run=spec.run)
         row = {"step": step, "epoch": round(step / steps_per_epoch(spec.records_dir, spec.tcfg,
                                                                  spec.group_size), 3),
                "train_loss": loss, "train_terms": terms, "samples_per_s": rate, **m}

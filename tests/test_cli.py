@@ -199,12 +199,3 @@ def test_an_output_dir_that_is_a_file_is_refused_with_its_name(tmp_path):
         prepare_output_dir(str(tmp_path / "afile"), {"run": 1}, resume=False, overwrite=True)
     assert (tmp_path / "afile").read_text() == "keep me"  # --overwrite never deletes a file that is not a run
 
-
-def test_eval_pynative_reaches_the_training_job_and_is_not_part_of_the_run():
-    """--eval_pynative changes how evaluations run, not their numbers: a run started without it can
-    be resumed with it (on a machine with less memory) and is the same run."""
-    import train
-    argv = ["--task_name", "sts-b", "--teacher_model", "t.ckpt", "--data_dir", "d", "--output_dir", "o"]
-    on, off = (cli.with_task_defaults(train.parse_args(argv + extra)) for extra in (["--eval_pynative"], []))
-    assert cli.job(on).eval_pynative is True and cli.job(off).eval_pynative is False
-    assert cli.run_identity(on) == cli.run_identity(off)

@@ -342,44 +342,59 @@ def test_evaluation_batches_have_one_shape_and_the_same_per_batch_statistics(tmp
     np.testing.assert_array_equal(got[:, :1], expect)
 
 
-@pytest.mark.parametrize("quantized", [False, True])
-def test_evaluation_op_by_op_gives_the_compiled_graphs_metrics(tmp_path, graph, quantized, monkeypatch):
-    """evaluate(pynative=True) (train.py --eval_pynative, the low-memory evaluation) runs the
-    network op by op: the metrics are those of the compiled graph, for a float network also those of
-    the numpy reference model, and the caller's GRAPH_MODE is back afterwards."""
+@pytest.mark.parametrize("quant_kw", [None, {}, {"act_mode": "learned"}, {"act_mode": "asymmetric_ema"},
+                                      {"ternarizer": "lat"}])
+def test_evaluation_streams_layers_through_one_graph_with_the_whole_networks_logits(tmp_path, graph, quant_kw):
+    """What training evaluates (trainer.evaluate): tinybert_model.LayerStreamed, one compiled encoder
+    layer loaded with each layer's parameters in turn. Its logits are the whole network's (one
+    graph), for a float network also the numpy model's; each layer's own activation ranges are used
+    (set different per layer here), and the network's parameters are left as they were."""
     import dataclasses
     import mindspore as ms
     import numpy_ref as ref
     import src.trainer as trainer
-    from conftest import randomize, synthetic_glue, tiny_config
+    from conftest import randomize, synthetic_glue, tiny_batch, tiny_config
     from src.config import QuantConfig, RunConfig
-    from src.tinybert_model import BertForSequenceClassification
+    from src.packing import FrozenTwin
+    from src.quant import ActQuant
+    from src.tinybert_model import BertForSequenceClassification, LayerStreamed, LogitsOnly
+    T = ms.Tensor
+    cfg = dataclasses.replace(tiny_config(1, layers=3), vocab_size=30522)  # the backbone vocabulary's ids
+    quant = QuantConfig.full_precision() if quant_kw is None else QuantConfig(**quant_kw)
+    net = BertForSequenceClassification(cfg, quant)
+    rng = np.random.RandomState(3)
+    randomize(net, rng, 0.3)
+    for _, c in net.cells_and_names():  # per-layer ranges that differ (randomize keeps them at their start)
+        if isinstance(c, ActQuant) and c.mode == "learned":
+            c.clip.set_data(T(rng.uniform(0.5, 3.0, (1,)).astype(np.float32)))
+        if isinstance(c, ActQuant) and c.mode == "asymmetric_ema":
+            c.ema_lo.set_data(T(np.float32(-rng.uniform(0.5, 3.0))))
+            c.ema_hi.set_data(T(np.float32(rng.uniform(0.5, 3.0))))
+    net.set_train(False)
+    run = RunConfig(task="sts-b", model=cfg, quant=quant)
+    if quant_kw is not None:
+        with pytest.raises(ValueError, match="stream the frozen twin"):
+            LayerStreamed(net)  # weight quantizers: what training streams is the network's frozen twin
+    frozen = FrozenTwin(net, run).network if quant_kw is not None else net
+    before = {n: p.asnumpy().copy() for n, p in frozen.parameters_and_names()}
+    streamed, whole = LayerStreamed(frozen), LogitsOnly(frozen)
+    for b, s in ((4, 12), (3, 20)):
+        ids, mask, seg = tiny_batch(rng, b=b, s=s, vocab=30522)
+        got = streamed(T(ids), T(mask), T(seg)).asnumpy()
+        np.testing.assert_array_equal(got, whole(T(ids), T(mask), T(seg)).asnumpy())
+        np.testing.assert_array_equal(got, LogitsOnly(net)(T(ids), T(mask), T(seg)).asnumpy())  # the twin's: the network's
+        if quant_kw is None:
+            P = {n: p.asnumpy() for n, p in net.parameters_and_names()}
+            np.testing.assert_allclose(got, ref.bert_forward(P, cfg, ids, mask, seg)[0], atol=1e-5)
+    for n, p in frozen.parameters_and_names():
+        np.testing.assert_array_equal(p.asnumpy(), before[n], err_msg=n)
+    # trainer.evaluate runs it: the metrics of the whole network's graph on a records folder
     glue = synthetic_glue(str(tmp_path / "glue"), n_train=8, n_dev=37)
     convert("sts-b", glue, VOCAB, str(tmp_path / "rec"), 24, splits=("dev",), progress=False)
-    cfg = dataclasses.replace(tiny_config(1), vocab_size=30522)  # the backbone vocabulary's ids
-    quant = QuantConfig() if quantized else QuantConfig.full_precision()
-    net = BertForSequenceClassification(cfg, quant)
-    randomize(net, np.random.RandomState(3), 0.3)
-    run = RunConfig(task="sts-b", model=cfg, quant=quant)
     args = (str(tmp_path / "rec"), "sts-b", 16, "mindrecord")
-    modes, inner = [], trainer.split_metrics
-
-    def spy(*a, **k):  # the mode the network actually runs in
-        modes.append(ms.get_context("mode"))
-        return inner(*a, **k)
-    monkeypatch.setattr(trainer, "split_metrics", spy)
-    compiled = trainer.evaluate(net, *args, run=run)
-    op_by_op = trainer.evaluate(net, *args, run=run, pynative=True)
-    assert modes == [ms.GRAPH_MODE, ms.PYNATIVE_MODE] and ms.get_context("mode") == ms.GRAPH_MODE
-    assert op_by_op == compiled and op_by_op["examples"] == 37
-    if not quantized:
-        P = {n: p.asnumpy() for n, p in net.parameters_and_names()}
-        rows = list(create_dataset(str(tmp_path / "rec"), "dev", "sts-b", 64).create_dict_iterator(output_numpy=True))
-        logits = np.concatenate([ref.bert_forward(P, cfg, b["input_ids"], b["input_mask"], b["segment_ids"])[0]
-                                 for b in rows])
-        labels = np.concatenate([b["label_ids"] for b in rows])
-        expect = compute_metrics("sts-b", logits, labels)
-        assert op_by_op["pearson"] == pytest.approx(expect["pearson"], abs=1e-5)
+    from src.deploy import MindsporePredictor
+    expect = trainer.split_metrics(MindsporePredictor(whole, None, "whole"), *args)
+    assert trainer.evaluate(net, *args, run=run) == expect and expect["examples"] == 37
 
 
 def test_cola_without_header_and_mrpc_bom(tmp_path):
