@@ -32,7 +32,7 @@ from .glue import load_meta
 from .logs import Throughput, format_duration
 from .metrics import compute_metrics
 from .packing import FrozenTwin
-from .tinybert_model import LayerStreamed, quantized_cells
+from .tinybert_model import LayerStreamed, LogitsOnly, quantized_cells
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,10 @@ def evaluate(net, records_dir: str, task: str, batch_size: int, dataset_type: st
     view = _EVAL_VIEW[0]  # (net, its twin or None, the cell called)
     if view is None or view[0] is not net:
         twin = FrozenTwin(net, run) if run is not None and quantized_cells(net) else None
-        view = _EVAL_VIEW[0] = (net, twin, LayerStreamed(twin.network if twin else net))
+        target = twin.network if twin else net
+        # weight quantizers left (a quantized network given without its run): one graph of it all
+        fwd = LogitsOnly(target) if quantized_cells(target) else LayerStreamed(target)
+        view = _EVAL_VIEW[0] = (net, twin, fwd)
     elif view[1] is not None:
         view[1].refresh()  # the network's current weights, quantized
     fwd = view[2]
