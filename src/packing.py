@@ -27,7 +27,7 @@ import numpy as np
 from .checkpoint import CheckpointError, build_network, load_into, named_params, quant_state_names
 from .config import RunConfig, atomic_write_bytes
 from .quant import quantize_weight
-from .tinybert_model import quantized_cells, set_compute_dtype
+from .tinybert_model import compute_dtype_of, quantized_cells, set_compute_dtype
 
 MAGIC = b"TBQ\0"
 VERSION = 1
@@ -238,7 +238,7 @@ class FrozenTwin:
     def __init__(self, net, run: RunConfig):
         self.net, self.run = net, run
         self.network = freeze(net, run)
-        dtype = next((c.compute_dtype for _, c in net.cells_and_names() if hasattr(c, "compute_dtype")), None)
+        dtype = compute_dtype_of(net)
         if dtype is not None:
             set_compute_dtype(self.network, dtype)
         self.network.set_train(False)

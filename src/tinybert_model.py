@@ -75,6 +75,11 @@ def _matmul(op, a, b, dtype):
     return op(a.astype(dtype), b.astype(dtype)).astype(ms.float32)
 
 
+def compute_dtype_of(net: nn.Cell):
+    """The dtype ``net``'s matrix products run in (see set_compute_dtype), or None if it has none."""
+    return next((c.compute_dtype for _, c in net.cells_and_names() if hasattr(c, "compute_dtype")), None)
+
+
 def set_compute_dtype(net: nn.Cell, dtype) -> nn.Cell:
     """Run the matrix products of ``net`` (its dense layers and attention) in ``dtype``; the
     quantizers, LayerNorm, softmax and everything else stay float32. Chosen by cell type."""
@@ -316,6 +321,11 @@ class BertPooler(nn.Cell):
         return ops.tanh(self.dense(x[:, 0]))
 
 
+def additive_mask(input_mask):
+    """[B, S] 1/0 -> [B, 1, 1, S]: 0 where attended, -10000 where padded (added to the scores)."""
+    return (1.0 - input_mask.astype(ms.float32)).reshape(input_mask.shape[0], 1, 1, input_mask.shape[1]) * -10000.0
+
+
 class BertModel(nn.Cell):
     def __init__(self, cfg: BertConfig, qcfg: QuantConfig):
         super().__init__()
@@ -325,10 +335,7 @@ class BertModel(nn.Cell):
 
     def construct(self, input_ids, input_mask, segment_ids):
         x = self.embeddings(input_ids, segment_ids)
-        # [B, S] -> [B, 1, 1, S]; 0 where attended, -10000 where padded
-        mask_add = (1.0 - input_mask.astype(ms.float32)).reshape(
-            input_mask.shape[0], 1, 1, input_mask.shape[1]) * -10000.0
-        hidden, scores = self.encoder(x, mask_add)
+        hidden, scores = self.encoder(x, additive_mask(input_mask))
         pooled = self.pooler(hidden[-1])
         return hidden, scores, pooled
 
@@ -373,9 +380,7 @@ class _Front(nn.Cell):
         self.embeddings = bert.embeddings
 
     def construct(self, input_ids, input_mask, segment_ids):
-        mask_add = (1.0 - input_mask.astype(ms.float32)).reshape(
-            input_mask.shape[0], 1, 1, input_mask.shape[1]) * -10000.0  # as BertModel
-        return self.embeddings(input_ids, segment_ids), mask_add
+        return self.embeddings(input_ids, segment_ids), additive_mask(input_mask)
 
 
 class _Slot(nn.Cell):
@@ -414,9 +419,7 @@ class LayerStreamed:
         self.front, self.back = _Front(net.bert), _Back(net)
         source = net.bert.encoder.layer
         slot = BertLayer(net.config, net.qcfg)
-        dtypes = {c.compute_dtype for _, c in source[0].cells_and_names() if hasattr(c, "compute_dtype")}
-        if len(dtypes) == 1:
-            set_compute_dtype(slot, dtypes.pop())
+        set_compute_dtype(slot, compute_dtype_of(source[0]))
         slot.set_train(False)
         self.slot = _Slot(slot)
         self.slot_params = dict(slot.parameters_and_names())
