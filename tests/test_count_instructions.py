@@ -1,0 +1,62 @@
+"""benchmarks/count_instructions.py: the table's ratios against hand-computed values, and, under real
+valgrind, that the count it reports is the work of the counted calls (each costs the same, and the
+start-up is not in it) and that
+valgrind's CPU hides AVX-512 from the CPUID probe (what makes ONNX Runtime run its AVX2 kernels)."""
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import count_instructions as ci  # noqa: E402
+
+
+def test_table_divides_each_count_by_int8_dynamic_of_the_same_model():
+    rows = [{"model": "MiniLM-L6", "artifact": a, "minstr": {"1x128": v, "1x32": v / 4}}
+            for a, v in (("int8 ONNX (dynamic)", 40.0), ("2-2-8 ONNX (calibrated)", 30.0))]
+    rows.append({"model": "BERT-base", "artifact": "int8 ONNX (dynamic)", "minstr": {"1x128": 100.0, "1x32": 20.0}})
+    rows.append({"model": "BERT-base", "artifact": "2-2-8 ONNX (learned)", "minstr": {"1x128": 90.0}})
+    record = {"onnxruntime": "1.23.2", "valgrind": "valgrind-3.19.0", "cpuid_under_valgrind": "AVX2 yes",
+              "commit": "abc", "commands": ["x"], "shapes": ["1x128", "1x32"], "rows": rows}
+    lines = ci.render(record).splitlines()
+    # 30 / 40 = 0.75 at both shapes; int8 over itself 1.00; BERT-base divided by its own int8
+    assert "| MiniLM-L6 | 2-2-8 ONNX (calibrated) | 30.0 (0.75) | 7.5 (0.75) |" in lines
+    assert "| MiniLM-L6 | int8 ONNX (dynamic) | 40.0 (1.00) | 10.0 (1.00) |" in lines
+    assert "| BERT-base | int8 ONNX (dynamic) | 100.0 (1.00) | 20.0 (1.00) |" in lines
+    assert "| BERT-base | 2-2-8 ONNX (learned) | 90.0 (0.90) | not counted |" in lines
+
+
+def _tiny_model(path):
+    import onnx
+    from onnx import TensorProto, helper
+    w = helper.make_tensor("w", TensorProto.FLOAT, [64, 2], np.random.RandomState(0).randn(128).tolist())
+    nodes = [helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["input_mask"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["f", "m"], ["g"]),
+             helper.make_node("MatMul", ["g", "w"], ["logits"])]
+    ins = [helper.make_tensor_value_info(n, TensorProto.INT32, ["b", 64]) for n in ("input_ids", "input_mask", "segment_ids")]
+    graph = helper.make_graph(nodes, "tiny", ins, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind (Debian: apt-get install valgrind)")
+def test_counted_instructions_grow_with_the_calls_and_valgrind_hides_avx512(tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = str(tmp_path / "tiny.onnx")
+    _tiny_model(path)
+    (c1, seen), (c2, _), (c3, _) = (ci.count(path, 1, 64, 2, n) for n in (1, 2, 3))
+    d1, d2 = c2 - c1, c3 - c2
+    # every counted call costs the same, and one call's count is one call's work: the start-up and
+    # the model load (hundreds of millions of instructions) are not in it, only the markers' own
+    # few thousand
+    assert d1 > 0 and abs(d1 - d2) < 0.01 * d1
+    assert abs(c1 - d1) < 0.1 * d1
+    assert seen["AVX2"] and not seen["AVX512F"]
