@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -147,11 +148,13 @@ def main(argv=None):
         if (old["onnxruntime"], old["valgrind"]) != (record["onnxruntime"], record["valgrind"]):
             sys.exit(f"{args.out} was counted with ONNX Runtime {old['onnxruntime']} and {old['valgrind']}: "
                      "not one table with this run")
+        # the table's other keys (notes, what was not counted) stay; its rows of these files are replaced
+        record = {**old, **{k: record[k] for k in ("cpu", "warm_calls", "counted_calls", "threads")}}
         record["rows"] = [r for r in old["rows"] if (r["model"], r["artifact"]) not in
                           {(m, a) for m in args.models for a in args.artifacts}]
         record["shapes"] = old["shapes"] + [sh for sh in args.shapes if sh not in old["shapes"]]
-        record["commands"] = old.get("commands", [])
-    record["commands"].append("python " + " ".join(sys.argv))
+        record["commands"] = list(old.get("commands", []))
+    record["commands"].append("python " + shlex.join(sys.argv))
     paths = {}
     for model in args.models:
         for artifact in args.artifacts:

@@ -60,3 +60,30 @@ def test_counted_instructions_grow_with_the_calls_and_valgrind_hides_avx512(tmp_
     assert d1 > 0 and abs(d1 - d2) < 0.01 * d1
     assert abs(c1 - d1) < 0.1 * d1
     assert seen["AVX2"] and not seen["AVX512F"]
+
+
+def test_append_keeps_the_tables_other_rows_and_notes(tmp_path, monkeypatch):
+    """--append: a table counted in parts keeps its other files' rows and its notes, replaces the
+    rows of the files counted again, and adds the new shapes (counts faked: no valgrind run)."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    import json
+    (tmp_path / "MiniLM-L6").mkdir()
+    for name in ("fp32.onnx", "int8_dynamic.onnx"):
+        (tmp_path / "MiniLM-L6" / name).write_bytes(b"")
+    out = tmp_path / "table.json"
+    out.write_text(json.dumps({
+        "onnxruntime": onnxruntime.__version__, "valgrind": "valgrind-test",
+        "shapes": ["1x128"], "commands": ["first"], "note": "kept",
+        "rows": [{"model": "MiniLM-L6", "artifact": "int8 ONNX (dynamic)", "minstr": {"1x128": 10.0}},
+                 {"model": "MiniLM-L6", "artifact": "fp32 ONNX", "minstr": {"1x128": 99.0}}]}))
+    monkeypatch.setattr(ci.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(ci.subprocess, "run", lambda *a, **k: type("Done", (), {"stdout": "valgrind-test\n"})())
+    monkeypatch.setattr(ci, "count", lambda path, b, s, warm, calls: (6_000_000 * b * s // 32, {"AVX2": True}))
+    ci.main(["--work_dir", str(tmp_path), "--artifacts", "fp32 ONNX", "--shapes", "1x32", "--calls", "3",
+             "--append", "--out", str(out)])
+    table = json.loads(out.read_text())
+    assert table["note"] == "kept" and table["shapes"] == ["1x128", "1x32"]
+    assert table["commands"][0] == "first" and len(table["commands"]) == 2
+    rows = {r["artifact"]: r["minstr"] for r in table["rows"]}
+    # 6e6 instructions over 3 counted calls = 2.0 M per call; the old fp32 row is replaced, int8's kept
+    assert rows == {"int8 ONNX (dynamic)": {"1x128": 10.0}, "fp32 ONNX": {"1x32": 2.0}}
