@@ -7,8 +7,9 @@ a look at an AVX2-only CPU from a machine that has AVX-512, and one that this ma
     python benchmarks/count_instructions.py --work_dir DIR --models BERT-base --shapes 1x128 1x32 \
         --artifacts ... --append                                        # add rows to the same table
 
-valgrind runs a program ~50x slower, and float FMA code far slower still: the fp32 ONNX model's
-8 x 128 calls take over half an hour here, BERT-base's 8 x 128 about four times each student's.
+valgrind runs a program tens of times slower, and float FMA code slower still: the MiniLM-L6 fp32
+ONNX model's 8 x 128 calls had not finished after half an hour here (its 1 x 128 and 1 x 32 took
+~5 min); BERT-base asks ~7x MiniLM-L6's instructions per call.
 
 valgrind's CPU (VEX) implements x86-64 up to AVX2 and reports no AVX-512 in CPUID, so ONNX Runtime,
 which picks its kernels from CPUID when a session starts, runs its AVX2 kernels under it; each worker
@@ -100,9 +101,10 @@ def render(record: dict) -> str:
              "|---|---|" + "---:|" * len(record["shapes"])]
     models = ["MiniLM-L6", "BERT-base"]
     for row in sorted(record["rows"], key=lambda r: (models.index(r["model"]), ONNX_ARTIFACTS.index(r["artifact"]))):
-        base = next(r for r in record["rows"] if r["model"] == row["model"] and r["artifact"] == "int8 ONNX (dynamic)")
-        cells = [f"{row['minstr'][s]:.1f} ({row['minstr'][s] / base['minstr'][s]:.2f})" if s in row["minstr"]
-                 else "not counted" for s in record["shapes"]]
+        base = next((r["minstr"] for r in record["rows"]
+                     if r["model"] == row["model"] and r["artifact"] == "int8 ONNX (dynamic)"), {})
+        cells = [("not counted" if s not in row["minstr"] else f"{row['minstr'][s]:.1f}"
+                  + (f" ({row['minstr'][s] / base[s]:.2f})" if s in base else "")) for s in record["shapes"]]
         lines.append(f"| {row['model']} | {row['artifact']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -118,7 +120,7 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="valgrind processes at once")
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--append", action="store_true",
-                    help="keep --out's rows of other files (a table counted in parts: BERT-base's 8 x 128 takes hours)")
+                    help="keep --out's rows of other files and its notes (a table counted in parts)")
     ap.add_argument("--write_docs", action="store_true")
     ap.add_argument("--render", action="store_true", help="only rewrite the docs table from --out")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -167,7 +169,7 @@ def main(argv=None):
     runs = [(key, b, s) for key in paths for b, s in shapes]
     with ThreadPoolExecutor(args.jobs) as pool:
         counted = pool.map(lambda r: count(paths[r[0]], r[1], r[2], args.warm, args.calls), runs)
-        for (model, artifact), path in paths.items():  # in the order of runs, as they finish
+        for model, artifact in paths:  # in the order of runs, as they finish
             row = {"model": model, "artifact": artifact, "file": FILES[artifact], "minstr": {}}
             for b, s in shapes:
                 n, seen = next(counted)

@@ -28,6 +28,9 @@ def test_table_divides_each_count_by_int8_dynamic_of_the_same_model():
     assert "| MiniLM-L6 | int8 ONNX (dynamic) | 40.0 (1.00) | 10.0 (1.00) |" in lines
     assert "| BERT-base | int8 ONNX (dynamic) | 100.0 (1.00) | 20.0 (1.00) |" in lines
     assert "| BERT-base | 2-2-8 ONNX (learned) | 90.0 (0.90) | not counted |" in lines
+    # a model counted without int8: its counts, no ratio
+    record["rows"] = [{"model": "BERT-base", "artifact": "2-2-8 ONNX (learned)", "minstr": {"1x128": 90.0}}]
+    assert "| BERT-base | 2-2-8 ONNX (learned) | 90.0 | not counted |" in ci.render(record).splitlines()
 
 
 def _tiny_model(path):
