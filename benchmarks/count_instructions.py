@@ -2,9 +2,9 @@
 a look at an AVX2-only CPU from a machine that has AVX-512, and one that this machine's noise cannot move.
 
     python benchmarks/bench_inference.py --rounds 0 --work_dir DIR     # build the files once
-    python benchmarks/count_instructions.py --work_dir DIR --artifacts "2-2-8 ONNX (calibrated)" \
-        "int8 ONNX (dynamic)"                                           # count (~5 min per file)
-    python benchmarks/count_instructions.py --work_dir DIR --models BERT-base --shapes 1x128 1x32 \
+    python benchmarks/count_instructions.py --work_dir DIR --artifacts "2-2-8 ONNX (calibrated)" \\
+        "int8 ONNX (dynamic)"                                 # count (minutes per MiniLM-L6 file)
+    python benchmarks/count_instructions.py --work_dir DIR --models BERT-base --shapes 1x128 1x32 \\
         --artifacts ... --append                                        # add rows to the same table
 
 valgrind runs a program tens of times slower, and float FMA code slower still: the MiniLM-L6 fp32
