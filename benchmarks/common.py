@@ -21,12 +21,37 @@ def provenance() -> dict:
             "command": "python " + " ".join(sys.argv)}
 
 
-def write_result(path: str, record: dict) -> None:
-    """record + provenance as indented JSON at path (folders created)."""
+def _atomic_write_json(path: str, value) -> None:
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from src.config import atomic_write_text  # plain Python, no MindSpore import
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({**record, **provenance()}, f, indent=2)
+    atomic_write_text(path, json.dumps(value, indent=2))
+
+
+def write_result(path: str, record: dict) -> None:
+    """record + provenance as indented JSON at path (folders created), atomically: an interrupted
+    benchmark leaves the previous file, never half of one."""
+    _atomic_write_json(path, {**record, **provenance()})
     print(f"wrote {path}")
+
+
+def _read_json(path: str, kind: type, what: str):
+    with open(path) as f:
+        try:
+            value = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}): write to another --out") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{path} holds no {what}: write to another --out")
+    return value
+
+
+def read_result(path: str) -> dict:
+    """The record of a results file that write_result wrote; a missing or damaged file is named."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such results file")
+    return _read_json(path, dict, "JSON object (a results record)")
 
 
 def read_result_list(path: str) -> list:
@@ -34,24 +59,13 @@ def read_result_list(path: str) -> list:
     not one is named. Benchmarks that append call it before they measure."""
     if not os.path.isfile(path):
         return []
-    with open(path) as f:
-        try:
-            records = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}): write to another --out") from None
-    if not isinstance(records, list):
-        raise ValueError(f"{path} holds no JSON list: write to another --out")
-    return records
+    return _read_json(path, list, "JSON list")
 
 
 def append_result(path: str, record: dict) -> None:
     """record + provenance appended to the JSON list at path (created when missing), atomically."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from src.config import atomic_write_text  # plain Python, no MindSpore import
     records = read_result_list(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    atomic_write_text(path, json.dumps(records + [{**record, **provenance()}], indent=2))
+    _atomic_write_json(path, records + [{**record, **provenance()}])
     print(f"appended to {path}")
 
 

@@ -43,7 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_inference import FILES, INPUTS, cpu_info, replace_between  # noqa: E402
-from common import write_result  # noqa: E402
+from common import read_result, write_result  # noqa: E402
 
 ONNX_ARTIFACTS = [a for a in FILES if FILES[a].endswith(".onnx")]
 OUT = os.path.join(ROOT, "benchmarks", "results", "instructions_avx2_valgrind.json")
@@ -92,6 +92,13 @@ def count(path: str, batch: int, seq: int, warm: int, calls: int) -> tuple:
     return int(total.group(1)), json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def _read_table(path: str) -> dict:
+    try:
+        return read_result(path)
+    except ValueError as e:  # missing or damaged: named, and nothing is written
+        sys.exit(str(e))
+
+
 def render(record: dict) -> str:
     lines = [f"Instructions per call with ONNX Runtime {record['onnxruntime']}'s AVX2 kernels (valgrind "
              f"{record['valgrind']}, CPUID as seen under it: {record['cpuid_under_valgrind']}), millions; "
@@ -132,8 +139,7 @@ def main(argv=None):
     if args.worker:
         return worker(args.worker, args.batch, args.seq, args.warm, args.calls)
     if args.render:
-        with open(args.out) as f:
-            return replace_between(DOCS, "<!-- instructions:begin -->", "<!-- instructions:end -->", render(json.load(f)))
+        return replace_between(DOCS, "<!-- instructions:begin -->", "<!-- instructions:end -->", render(_read_table(args.out)))
     if not args.work_dir:
         ap.error("--work_dir is required (the folder bench_inference.py --rounds 0 built)")
     if shutil.which("valgrind") is None:
@@ -145,8 +151,7 @@ def main(argv=None):
               "warm_calls": args.warm, "counted_calls": args.calls, "threads": 1,
               "shapes": args.shapes, "rows": [], "commands": []}
     if args.append and os.path.isfile(args.out):
-        with open(args.out) as f:
-            old = json.load(f)
+        old = _read_table(args.out)
         if (old["onnxruntime"], old["valgrind"]) != (record["onnxruntime"], record["valgrind"]):
             sys.exit(f"{args.out} was counted with ONNX Runtime {old['onnxruntime']} and {old['valgrind']}: "
                      "not one table with this run")
@@ -180,8 +185,7 @@ def main(argv=None):
             record["rows"].append(row)
             write_result(args.out, record)  # each finished file is kept
     if args.write_docs:
-        with open(args.out) as f:
-            replace_between(DOCS, "<!-- instructions:begin -->", "<!-- instructions:end -->", render(json.load(f)))
+        replace_between(DOCS, "<!-- instructions:begin -->", "<!-- instructions:end -->", render(_read_table(args.out)))
 
 
 if __name__ == "__main__":

@@ -90,3 +90,15 @@ def test_append_keeps_the_tables_other_rows_and_notes(tmp_path, monkeypatch):
     rows = {r["artifact"]: r["minstr"] for r in table["rows"]}
     # 6e6 instructions over 3 counted calls = 2.0 M per call; the old fp32 row is replaced, int8's kept
     assert rows == {"int8 ONNX (dynamic)": {"1x128": 10.0}, "fp32 ONNX": {"1x32": 2.0}}
+
+
+def test_a_damaged_or_missing_table_is_named_and_the_docs_are_left_alone(tmp_path):
+    docs_before = open(ci.DOCS).read()
+    bad = tmp_path / "table.json"
+    bad.write_text('{"rows": [')  # cut short
+    for path in (bad, tmp_path / "missing.json"):
+        with pytest.raises(SystemExit, match=str(path)):
+            ci.main(["--render", "--out", str(path)])
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        ci.main(["--render", "--out", str(bad)])
+    assert open(ci.DOCS).read() == docs_before
