@@ -13,10 +13,12 @@ training and evaluation use) and ``s`` computed by the same formula as the train
 (per-tensor max-abs, clipped; or the EMA / learned fixed range; the Clip keeps the codes at
 -127..127, see ``_codes``). Activations are uint8 with zero point 128 because ONNX Runtime's
 u8 x s8 GEMM is its fast path (an int8 x int8 product runs ~10x slower there); the integers are
-the same. Q.K^T is an integer product too (Q's uint8 codes times K's int8 codes, zero point 0);
-the softmax probabilities and V before P.V are fake-quantized (QuantizeLinear/DequantizeLinear
-pairs, which ONNX Runtime turns into an integer product itself), as in training. Asymmetric (EMA)
-ranges keep Q and K as fake-quant pairs in float.
+the same. Q.K^T is an integer product too (Q's and K's uint8 codes: with int8 K codes, ONNX
+Runtime's AVX2 kernels overflow, see _attention); the softmax probabilities and V before P.V are
+fake-quantized (QuantizeLinear/DequantizeLinear pairs, which ONNX Runtime turns into an integer
+product itself), as in training. Asymmetric (EMA) ranges keep Q and K as fake-quant pairs in float.
+With fixed ranges (calibrated, learned), the Q/K/V quantizers' steps fold into the Q/K/V product's
+scale and bias, and one QuantizeLinear quantizes the three (``_Writer.dense``, out_ranges).
 
 By default the three lines of a layer are ONE ONNX Runtime operator, MatMulIntegerToFloat
 (com.microsoft domain: the int32 sums scaled and biased as they leave the GEMM); ``ops="standard"``
@@ -70,12 +72,11 @@ def import_onnx():
 
 @dataclass
 class _QAct:
-    """An 8-bit activation: uint8 tensor ``u`` with value (u - zp) * s + lo (int8 if ``signed``)."""
+    """An 8-bit activation: uint8 tensor ``u`` with value (u - zp) * s + lo."""
     u: str
     zp: int
     s: str          # name of a float scalar tensor
     lo: float = 0.0  # asymmetric ranges: the value of code 0 (u is zero-point 0)
-    signed: bool = False  # int8 codes with zero point 0 (the B side of a u8 x s8 product)
 
 
 class _Graph:
@@ -170,17 +171,16 @@ def _float_weight(g: _Graph, hint: str, w: np.ndarray, q) -> str:
 # ------------------------------------------------------------------------------------------
 # Activation quantizers (one per ActQuant node of the network)
 # ------------------------------------------------------------------------------------------
-def _codes(g: _Graph, x: str, s: str, no_low_clip: bool, signed: bool = False) -> _QAct:
-    """The codes of the symmetric formula clamp(round(x / s), -127, 127): uint8 with zero point 128,
-    or (signed) int8 with zero point 0."""
-    dt, zp = (np.int8, 0) if signed else (np.uint8, ZP)
-    u = g.op("QuantizeLinear", [x, s, g.const(zp, dt)])  # codes -128..127
+def _codes(g: _Graph, x: str, s: str, no_low_clip: bool) -> _QAct:
+    """The codes of the symmetric formula clamp(round(x / s), -127, 127): uint8 with zero point 128."""
+    u8 = np.uint8
+    u = g.op("QuantizeLinear", [x, s, g.const(ZP, u8)])  # codes -128..127
     if not no_low_clip:
-        u = g.op("Clip", [u, g.const(zp - 127, dt), g.const(zp + 127, dt)])
-    return _QAct(u, zp, s, signed=signed)
+        u = g.op("Clip", [u, g.const(ZP - 127, u8), g.const(ZP + 127, u8)])
+    return _QAct(u, ZP, s)
 
 
-def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None, signed: bool = False) -> _QAct:
+def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None) -> _QAct:
     """The 8-bit codes of ``x`` for an ActQuant node, by the same formula as training.
 
     Training computes round(clip(x, -c, c) / s) with s = c / 127: codes -127..127. Rounding is
@@ -195,10 +195,7 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None, signed: boo
     lower end -c is at most that bound, no code below -127 can occur and the Clip is left out.
 
     Symmetric quantizers with a calibrated range (``g.act_ranges``): the same formula with m fixed,
-    so values beyond m saturate at code +-127 as values beyond c do per call.
-
-    signed: int8 codes with zero point 0 instead (symmetric modes only), for the B operand of an
-    integer product (ONNX Runtime's fast GEMMs multiply uint8 A by int8 B)."""
+    so values beyond m saturate at code +-127 as values beyond c do per call."""
     from .quant import ActQuant
     assert isinstance(aq, ActQuant)
     fq = aq.fq
@@ -206,13 +203,9 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None, signed: boo
     u8 = np.uint8
     if fq.bits != 8:
         raise OnnxExportError(f"{fq.bits}-bit activations cannot be exported (8 only)")
-    if aq.mode == "symmetric" and g.act_ranges is not None:
-        name = g.act_names[id(aq)]
-        if name not in g.act_ranges:
-            raise OnnxExportError(f"no calibrated range for the activation quantizer {name}")
-        m = np.float32(max(float(g.act_ranges[name]), 1e-30))  # training keeps m >= 1e-30 too
-        s = g.const(m / np.float32(levels))
-        return _codes(g, x, s, fq.bounded or (lower is not None and lower >= -m), signed)
+    m = _fixed_range(g, aq)
+    if m is not None:
+        return _codes(g, x, g.const(_fixed_scale(m)), fq.bounded or (lower is not None and lower >= -m))
     if aq.mode == "symmetric":
         if fq.bounded:  # softmax probabilities, in [0, 1]: no clip
             m = g.op("ReduceMax", [x], keepdims=0)
@@ -224,14 +217,8 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None, signed: boo
         if id(aq) in g.act_names:
             g.range_tensors[g.act_names[id(aq)]] = m
         s = g.op("Div", [m, g.const(levels)])
-        return _codes(g, x, s, fq.bounded or (lower is not None and lower >= -fq.clip), signed)
-    if aq.mode == "learned":
-        a = np.maximum(np.float32(aq.clip.asnumpy().reshape(())), np.float32(1e-3))
-        s = g.const(a / np.float32(levels))
-        return _codes(g, x, s, lower is not None and lower >= -a, signed)
+        return _codes(g, x, s, fq.bounded or (lower is not None and lower >= -fq.clip))
     if aq.mode == "asymmetric_ema":
-        if signed:
-            raise OnnxExportError("asymmetric activation ranges have no signed codes")
         # q = round((clip(x, lo, hi) - lo) / s) s + lo, s = (hi - lo) / 255: codes 0..255, zero point 0
         lo = np.float32(aq.ema_lo.asnumpy())
         hi = np.float32(aq.ema_hi.asnumpy())
@@ -242,6 +229,26 @@ def _act_quant(g: _Graph, x: str, aq, lower: Optional[float] = None, signed: boo
     raise OnnxExportError(f"activation mode {aq.mode!r} cannot be exported")
 
 
+def _fixed_range(g: _Graph, aq) -> Optional[np.float32]:
+    """The fixed range m of a symmetric 8-bit quantizer (calibrated, or the learned clip), or None
+    where the range is computed per call (symmetric, uncalibrated) or is asymmetric."""
+    if aq is None or aq.fq.bits != 8:
+        return None
+    if aq.mode == "symmetric" and g.act_ranges is not None:
+        name = g.act_names[id(aq)]
+        if name not in g.act_ranges:
+            raise OnnxExportError(f"no calibrated range for the activation quantizer {name}")
+        return np.float32(max(float(g.act_ranges[name]), 1e-30))  # training keeps m >= 1e-30 too
+    if aq.mode == "learned":
+        return np.maximum(np.float32(aq.clip.asnumpy().reshape(())), np.float32(1e-3))  # as training
+    return None
+
+
+def _fixed_scale(m: np.float32) -> np.float32:
+    """The code step of a fixed symmetric 8-bit range m: s = m / 127, in float32 as training."""
+    return np.float32(m) / np.float32(127.0)
+
+
 def _symmetric(aq) -> bool:
     """An 8-bit quantizer whose codes are symmetric (zero at code 0): every mode but asymmetric_ema."""
     return aq is not None and aq.mode != "asymmetric_ema"
@@ -249,7 +256,7 @@ def _symmetric(aq) -> bool:
 
 def _dequant(g: _Graph, qa: _QAct) -> str:
     """The fake-quantized float value of an 8-bit activation."""
-    x = g.op("DequantizeLinear", [qa.u, qa.s, g.const(qa.zp, np.int8 if qa.signed else np.uint8)])
+    x = g.op("DequantizeLinear", [qa.u, qa.s, g.const(qa.zp, np.uint8)])
     return g.op("Add", [x, g.const(qa.lo)]) if qa.lo else x
 
 
@@ -272,16 +279,23 @@ class _Writer:
         bits, scale, codes = self.codes[name]
         return bits, scale, codes, self.pack
 
-    def dense(self, prefixes, x, aq, lower: Optional[float] = None, lead=("batch", "seq")):
+    def dense(self, prefixes, x, aq, lower: Optional[float] = None, lead=("batch", "seq"), out_ranges=None):
         """QuantDense layers reading the same input x ([.., in]; a float tensor name, quantized
         here by ``aq`` (``lower``: see _act_quant), or a _QAct). Several layers (Q, K, V) run as
         ONE matrix product over their concatenated weights, split afterwards: one GEMM of N = 3H
         is faster than three of H. lead: the symbolic leading dims of x. Returns one output name
-        per prefix ([.., out])."""
+        per prefix ([.., out]).
+
+        out_ranges: the fixed ranges m of the symmetric 8-bit quantizers that the outputs go to
+        (one per prefix), or None. Then the outputs come back as their codes (_QAct, uint8 with
+        zero point 128), and in the integer product each quantizer's 1 / s (s = m / 127) joins
+        its columns' scale and bias: y / s leaves the GEMM, and ONE QuantizeLinear (scale 1) and
+        Clip quantize all outputs together, instead of one pair per output."""
         g = self.g
         ws = [self.params[p + ".weight"] for p in prefixes]  # [out, in] each
         outs = [w_.shape[0] for w_ in ws]
         bias = np.concatenate([self.params[p + ".bias"] for p in prefixes]).astype(np.float32)
+        steps = None if out_ranges is None else [_fixed_scale(m) for m in out_ranges]
         qs = [self.q(p + ".weight") for p in prefixes]
         hint = "+".join(prefixes)
         if aq is not None and not isinstance(x, _QAct):
@@ -303,6 +317,11 @@ class _Writer:
             if x.lo:
                 # value = u s + lo: the lo part is a constant per output, folded into the bias
                 bias = bias + np.float32(x.lo) * (alpha * ct.astype(np.float32).sum(axis=0))
+            if steps is not None:
+                # y / s_out per column: the quantizers' steps fold into the scale and the bias
+                step = np.concatenate([np.full(n, s_, np.float32) for n, s_ in zip(outs, steps)])  # [sum(out)]
+                alpha = (np.broadcast_to(np.asarray(alpha, np.float32), step.shape) / step).astype(np.float32)
+                bias = (bias / step).astype(np.float32)
             bias_name = g.init(hint + ".bias", bias.astype(np.float32))
             a_zp = g.const(x.zp, np.uint8)
             if self.ops == "onnxruntime":
@@ -320,6 +339,9 @@ class _Writer:
                 acc = g.op("MatMulInteger", [x.u, b, a_zp, b_zp])  # int32 [.., sum(out)]
                 scale = g.op("Mul", [x.s, g.const(alpha)])
                 y = g.op("Add", [g.op("Mul", [g.op("Cast", [acc], to=g.onnx.TensorProto.FLOAT), scale]), bias_name])
+            if steps is not None:
+                codes = _codes(g, y, g.const(1.0), no_low_clip=False)  # uint8 [.., sum(out)]
+                return [_QAct(u, ZP, g.const(s_)) for u, s_ in zip(self._split(codes.u, outs), steps)]
             return self._split(y, outs)
         xf = _dequant(g, x) if isinstance(x, _QAct) else x
         if all(q is None for q in qs):
@@ -332,7 +354,10 @@ class _Writer:
                    for p, w_, q in zip(prefixes, ws, qs)]
             wt = wts[0] if len(wts) == 1 else g.op("Concat", wts, axis=1)  # [in, sum(out)]
         y = g.op("MatMul", [xf, wt])
-        return self._split(g.op("Add", [y, g.init(hint + ".bias", bias.astype(np.float32))]), outs)
+        ys = self._split(g.op("Add", [y, g.init(hint + ".bias", bias.astype(np.float32))]), outs)
+        if steps is not None:  # float weights: each output quantized on its own
+            return [_codes(g, y_, g.const(s_), no_low_clip=False) for y_, s_ in zip(ys, steps)]
+        return ys
 
     def _split(self, y: str, outs) -> list:
         """[.., sum(outs)] -> one tensor per layer."""
@@ -376,20 +401,32 @@ def _attention(w: _Writer, prefix: str, cell, x: str, mask_add: str, cfg) -> str
     nh, hd = cfg.num_attention_heads, cfg.head_dim
     # Q, K, V read one quantized input (as in training: one fake-quant node for the three)
     xq = _act_quant(g, x, cell.in_quant) if cell.in_quant is not None else x
-    q, k, v = w.dense([prefix + ".query", prefix + ".key", prefix + ".value"], xq, None)  # [B, S, H]
+    qkv = [prefix + ".query", prefix + ".key", prefix + ".value"]
     # Per-tensor statistics do not depend on the layout: quantizing before the head split is the same.
     heads = g.const([0, 0, nh, hd], np.int64)
-    v = _fake_quant(g, v, cell.v_quant)
+    ranges = [_fixed_range(g, aq) for aq in (cell.q_quant, cell.k_quant, cell.v_quant)]
+    if all(m is not None for m in ranges):
+        # fixed ranges: Q, K and V leave their product as codes, quantized by one QuantizeLinear +
+        # Clip (uint8 [B, S, 3H]) instead of three pairs; measured on MiniLM-L6 (Zen 4, calibrated
+        # and learned ranges, the same logits): 3-7% faster at every shape
+        qa, ka, va = w.dense(qkv, xq, None, out_ranges=ranges)
+        v = _dequant(g, va)
+    else:
+        q, k, v = w.dense(qkv, xq, None)  # [B, S, H]
+        v = _fake_quant(g, v, cell.v_quant)
+        if _symmetric(cell.q_quant) and _symmetric(cell.k_quant):
+            qa, ka = _act_quant(g, q, cell.q_quant), _act_quant(g, k, cell.k_quant)
     v = g.op("Transpose", [g.op("Reshape", [v, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd]
     if _symmetric(cell.q_quant) and _symmetric(cell.k_quant):
-        # Q.K^T as an integer product: Q's uint8 codes (zero point 128) times K's int8 codes, the
-        # GEMM ONNX Runtime runs fastest; 1/sqrt(hd) joins K's scale. Measured on MiniLM-L6 (Zen 5,
-        # calibrated ranges): 6% faster at 8 x 128 than dequantizing both and multiplying floats.
-        qa, ka = _act_quant(g, q, cell.q_quant), _act_quant(g, k, cell.k_quant, signed=True)
+        # Q.K^T as an integer product of Q's and K's codes; 1/sqrt(hd) joins K's scale. Measured on
+        # MiniLM-L6 (Zen 5, calibrated ranges): 6% faster at 8 x 128 than dequantizing both and
+        # multiplying floats. Both sides uint8 (zero point 128): with K as int8, ONNX Runtime's AVX2
+        # kernels (CPUs without VNNI) sum u8 x s8 pairs in saturating int16, which codes up to
+        # 255 x 127 x 2 overflow: wrong scores there (tested under valgrind, whose CPU is AVX2).
         qu = g.op("Transpose", [g.op("Reshape", [qa.u, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd] uint8
-        ku = g.op("Transpose", [g.op("Reshape", [ka.u, heads])], perm=[0, 2, 3, 1])  # [B, nh, hd, S] int8
+        ku = g.op("Transpose", [g.op("Reshape", [ka.u, heads])], perm=[0, 2, 3, 1])  # [B, nh, hd, S] uint8
         k_scale = g.op("Mul", [ka.s, g.const(cell.inv_sqrt_hd)])
-        zps = [g.const(ZP, np.uint8), g.const(0, np.int8)]
+        zps = [g.const(qa.zp, np.uint8), g.const(ka.zp, np.uint8)]
         if w.ops == "onnxruntime":
             prod = g.op("MatMulIntegerToFloat", [qu, ku, qa.s, k_scale, *zps], domain=MS_DOMAIN)
             g.value_info.append(g.helper.make_tensor_value_info(
