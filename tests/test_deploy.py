@@ -100,13 +100,14 @@ _AVX2_WORKER = (
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind (Debian: apt-get install valgrind)")
-@pytest.mark.parametrize("name", ["2-2-8-twn-row", "2-2-8-learned"])
+@pytest.mark.parametrize("name", ["2-2-8-twn-row", "2-2-8-learned", "8-8-8"])
 def test_onnx_logits_on_avx2_kernels_equal_the_network(tmp_path, pynative, name):
     """Many users' CPUs have AVX2 and no AVX-512: ONNX Runtime then runs other integer kernels (its
     AVX2 u8 x s8 kernel adds pairs of products in saturating int16, so 8-bit codes on both sides of
     a product overflow there). valgrind's CPU is an AVX2 one (CPUID shows no AVX-512, checked), so the
     model run under valgrind runs those kernels: its logits equal the network's as on this machine.
-    Per-call ranges (Q.K^T of two 8-bit activations) and fixed ones (Q/K/V folded into their product)."""
+    Per-call ranges (Q.K^T of two 8-bit activations), fixed ones (Q/K/V folded into their product),
+    and 8-bit weights (8-bit codes times 8-bit activations)."""
     from src.onnx_export import export_onnx
     rng = np.random.RandomState(0)
     net, run = _student(QUANTS[name], rng)
