@@ -105,7 +105,8 @@ def test_onnx_logits_on_avx2_kernels_equal_the_network(tmp_path, pynative, name)
     """Many users' CPUs have AVX2 and no AVX-512: ONNX Runtime then runs other integer kernels (its
     AVX2 u8 x s8 kernel adds pairs of products in saturating int16, so 8-bit codes on both sides of
     a product overflow there). valgrind's CPU is an AVX2 one (CPUID shows no AVX-512, checked), so the
-    model run under valgrind runs those kernels: its logits equal the network's as on this machine.
+    model run under valgrind (--tool=none: its CPU, no checking) runs those kernels: its logits equal the
+    network's as on this machine.
     Per-call ranges (Q.K^T of two 8-bit activations), fixed ones (Q/K/V folded into their product),
     and 8-bit weights (8-bit codes times 8-bit activations)."""
     from src.onnx_export import export_onnx
@@ -115,7 +116,7 @@ def test_onnx_logits_on_avx2_kernels_equal_the_network(tmp_path, pynative, name)
     batches = list(_batches(rng))
     np.savez(tmp_path / "in.npz", **{f"{k}{i}": a for i, b in enumerate(batches)
                                      for k, a in zip(("ids", "mask", "seg"), b)})
-    p = subprocess.run(["valgrind", "-q", sys.executable, "-c", _AVX2_WORKER, path, str(tmp_path / "in.npz"),
+    p = subprocess.run(["valgrind", "--tool=none", "-q", sys.executable, "-c", _AVX2_WORKER, path, str(tmp_path / "in.npz"),
                         str(tmp_path / "out.npz"), str(len(batches))],
                        cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stderr[-2000:]
