@@ -59,8 +59,9 @@ def test_counted_instructions_grow_with_the_calls_and_valgrind_hides_avx512(tmp_
     d1, d2 = c2 - c1, c3 - c2
     # every counted call costs the same, and one call's count is one call's work: the start-up and
     # the model load (hundreds of millions of instructions) are not in it, only the markers' own
-    # few thousand
-    assert d1 > 0 and abs(d1 - d2) < 0.01 * d1
+    # few thousand. This tiny model's call is ~63k instructions, of which a few hundred vary from
+    # call to call (seen: 701, 1.1%; the allocator): 5% still tells a call from a start-up.
+    assert d1 > 0 and abs(d1 - d2) < 0.05 * d1
     assert abs(c1 - d1) < 0.1 * d1
     assert seen["AVX2"] and not seen["AVX512F"]
 
