@@ -279,7 +279,8 @@ class _Writer:
         bits, scale, codes = self.codes[name]
         return bits, scale, codes, self.pack
 
-    def dense(self, prefixes, x, aq, lower: Optional[float] = None, lead=("batch", "seq"), out_ranges=None):
+    def dense(self, prefixes, x, aq, lower: Optional[float] = None, lead=("batch", "seq"), out_ranges=None,
+              split: bool = True):
         """QuantDense layers reading the same input x ([.., in]; a float tensor name, quantized
         here by ``aq`` (``lower``: see _act_quant), or a _QAct). Several layers (Q, K, V) run as
         ONE matrix product over their concatenated weights, split afterwards: one GEMM of N = 3H
@@ -290,7 +291,9 @@ class _Writer:
         (one per prefix), or None. Then the outputs come back as their codes (_QAct, uint8 with
         zero point 128), and in the integer product each quantizer's 1 / s (s = m / 127) joins
         its columns' scale and bias: y / s leaves the GEMM, and ONE QuantizeLinear (scale 1) and
-        Clip quantize all outputs together, instead of one pair per output."""
+        Clip quantize all outputs together, instead of one pair per output. split=False (with
+        out_ranges, integer weights): the codes stay joined, returned as (uint8 [.., sum(out)], the
+        outputs' steps s)."""
         g = self.g
         ws = [self.params[p + ".weight"] for p in prefixes]  # [out, in] each
         outs = [w_.shape[0] for w_ in ws]
@@ -341,6 +344,8 @@ class _Writer:
                 y = g.op("Add", [g.op("Mul", [g.op("Cast", [acc], to=g.onnx.TensorProto.FLOAT), scale]), bias_name])
             if steps is not None:
                 codes = _codes(g, y, g.const(1.0), no_low_clip=False)  # uint8 [.., sum(out)]
+                if not split:
+                    return codes.u, steps
                 return [_QAct(u, ZP, g.const(s_)) for u, s_ in zip(self._split(codes.u, outs), steps)]
             return self._split(y, outs)
         xf = _dequant(g, x) if isinstance(x, _QAct) else x
@@ -403,28 +408,41 @@ def _attention(w: _Writer, prefix: str, cell, x: str, mask_add: str, cfg) -> str
     xq = _act_quant(g, x, cell.in_quant) if cell.in_quant is not None else x
     qkv = [prefix + ".query", prefix + ".key", prefix + ".value"]
     # Per-tensor statistics do not depend on the layout: quantizing before the head split is the same.
-    heads = g.const([0, 0, nh, hd], np.int64)
     ranges = [_fixed_range(g, aq) for aq in (cell.q_quant, cell.k_quant, cell.v_quant)]
-    if all(m is not None for m in ranges):
+    fixed = all(m is not None for m in ranges)
+    if fixed and isinstance(xq, _QAct) and all(w.q(p + ".weight") is not None for p in qkv):
         # fixed ranges: Q, K and V leave their product as codes, quantized by one QuantizeLinear +
         # Clip (uint8 [B, S, 3H]) instead of three pairs; measured on MiniLM-L6 (Zen 4, calibrated
-        # and learned ranges, the same logits): 0.6-8% faster, in three interleaved runs
-        qa, ka, va = w.dense(qkv, xq, None, out_ranges=ranges)
-        v = _dequant(g, va)
+        # and learned ranges, the same logits): 0.6-8% faster, in three interleaved runs. One head
+        # split for the three, then: [B, S, 3 nh, hd] -> [B, 3 nh, S, hd] -> Q, K, V [B, nh, S, hd]
+        # (one Reshape and Transpose where there were three)
+        codes, steps = w.dense(qkv, xq, None, out_ranges=ranges, split=False)
+        per_head = g.op("Transpose", [g.op("Reshape", [codes, g.const([0, 0, 3 * nh, hd], np.int64)])],
+                        perm=[0, 2, 1, 3])
+        qu, ku, vu = g.op("Split", [per_head, g.const([nh] * 3, np.int64)], n_out=3, axis=1)
+        qa, ka = _QAct(qu, ZP, g.const(steps[0])), _QAct(ku, ZP, g.const(steps[1]))
+        ku = g.op("Transpose", [ku], perm=[0, 1, 3, 2])  # [B, nh, hd, S] uint8
+        v = _dequant(g, _QAct(vu, ZP, g.const(steps[2])))  # [B, nh, S, hd]
     else:
-        q, k, v = w.dense(qkv, xq, None)  # [B, S, H]
-        v = _fake_quant(g, v, cell.v_quant)
+        heads = g.const([0, 0, nh, hd], np.int64)  # [B, S, H] -> [B, S, nh, hd]
+        if fixed:  # float weights: each output quantized on its own
+            qa, ka, va = w.dense(qkv, xq, None, out_ranges=ranges)
+            v = _dequant(g, va)
+        else:
+            q, k, v = w.dense(qkv, xq, None)  # [B, S, H]
+            v = _fake_quant(g, v, cell.v_quant)
+            if _symmetric(cell.q_quant) and _symmetric(cell.k_quant):
+                qa, ka = _act_quant(g, q, cell.q_quant), _act_quant(g, k, cell.k_quant)
+        v = g.op("Transpose", [g.op("Reshape", [v, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd]
         if _symmetric(cell.q_quant) and _symmetric(cell.k_quant):
-            qa, ka = _act_quant(g, q, cell.q_quant), _act_quant(g, k, cell.k_quant)
-    v = g.op("Transpose", [g.op("Reshape", [v, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd]
+            qu = g.op("Transpose", [g.op("Reshape", [qa.u, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd] uint8
+            ku = g.op("Transpose", [g.op("Reshape", [ka.u, heads])], perm=[0, 2, 3, 1])  # [B, nh, hd, S] uint8
     if _symmetric(cell.q_quant) and _symmetric(cell.k_quant):
         # Q.K^T as an integer product of Q's and K's codes; 1/sqrt(hd) joins K's scale. Measured on
         # MiniLM-L6 (Zen 5, calibrated ranges): 6% faster at 8 x 128 than dequantizing both and
         # multiplying floats. Both sides uint8 (zero point 128): with K as int8, ONNX Runtime's AVX2
         # kernels (CPUs without VNNI) sum u8 x s8 pairs in saturating int16, which codes up to
         # 255 x 127 x 2 overflow: wrong scores there (tested under valgrind, whose CPU is AVX2).
-        qu = g.op("Transpose", [g.op("Reshape", [qa.u, heads])], perm=[0, 2, 1, 3])  # [B, nh, S, hd] uint8
-        ku = g.op("Transpose", [g.op("Reshape", [ka.u, heads])], perm=[0, 2, 3, 1])  # [B, nh, hd, S] uint8
         k_scale = g.op("Mul", [ka.s, g.const(cell.inv_sqrt_hd)])
         zps = [g.const(qa.zp, np.uint8), g.const(ka.zp, np.uint8)]
         if w.ops == "onnxruntime":

@@ -66,6 +66,49 @@ def test_counted_instructions_grow_with_the_calls_and_valgrind_hides_avx512(tmp_
     assert seen["AVX2"] and not seen["AVX512F"]
 
 
+def test_a_mindir_is_counted_as_the_difference_of_two_whole_runs(monkeypatch):
+    """MindSpore's kernels run on its own threads, which the ONNX markers miss: a MINDIR's count is a
+    run of warm + calls calls minus a run of the warm calls alone (start-up and warm-up cancel)."""
+    runs = []
+
+    def fake(path, batch, seq, warm, calls, markers):  # a start-up of 5000, 7 per call
+        runs.append((warm, calls, markers))
+        return 5000 + 7 * (warm + calls), {"AVX2": True}
+    monkeypatch.setattr(ci, "_callgrind", fake)
+    assert ci.count("m.mindir", 1, 32, 2, 3) == (21, {"AVX2": True})  # 3 calls x 7, no start-up
+    assert sorted(runs) == [(2, 0, False), (2, 3, False)]
+    runs.clear()
+    ci.count("m.onnx", 1, 32, 2, 3)  # an ONNX file: one run, its counted calls between the markers
+    assert runs == [(2, 3, True)]
+
+
+def test_the_mindir_worker_runs_the_file_and_reports_cpuid(tmp_path, graph):
+    """The worker's MINDIR path (one MindSpore thread, bench_inference.py's loader) runs the file's
+    calls and prints the CPUID view, here without valgrind: this machine's own features."""
+    import json
+    import subprocess
+    import mindspore as ms
+    from mindspore import nn, ops
+
+    class Tiny(nn.Cell):  # logits [1, 2] from ids and mask [1, 64]
+        def __init__(self):
+            super().__init__()
+            self.w = ms.Parameter(ms.Tensor(np.random.RandomState(0).randn(64, 2).astype(np.float32)))
+
+        def construct(self, ids, mask, seg):
+            return ops.matmul(ops.cast(ids + mask + seg, ms.float32), self.w)
+    x = ms.Tensor(np.zeros((1, 64), np.int32))
+    path = str(tmp_path / "tiny")
+    ms.export(Tiny(), x, x, x, file_name=path, file_format="MINDIR")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "count_instructions.py"), "--worker",
+                        path + ".mindir", "--batch", "1", "--seq", "64", "--warm", "1", "--calls", "2"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    seen = json.loads(p.stdout.strip().splitlines()[-1])
+    from numpy.core._multiarray_umath import __cpu_features__ as feats
+    assert seen == {k: bool(feats.get(k)) for k in ci.SEEN}
+
+
 def test_append_keeps_the_tables_other_rows_and_notes(tmp_path, monkeypatch):
     """--append: a table counted in parts keeps its other files' rows and its notes, replaces the
     rows of the files counted again, and adds the new shapes (counts faked: no valgrind run)."""
