@@ -416,7 +416,7 @@ def _attention(w: _Writer, prefix: str, cell, x: str, mask_add: str, cfg) -> str
         # and learned ranges, the same logits): 0.6-8% faster, in three interleaved runs. One head
         # split for the three, then: [B, S, 3 nh, hd] -> [B, 3 nh, S, hd] -> Q, K, V [B, nh, S, hd]
         # (one Reshape and Transpose where there were three: 18 nodes fewer on MiniLM-L6, same logits,
-        # 0-2.5% faster in two interleaved runs on Zen 4: within noise, but never slower)
+        # -1% to +2.5% in two interleaved runs on Zen 4: within noise)
         codes, steps = w.dense(qkv, xq, None, out_ranges=ranges, split=False)
         per_head = g.op("Transpose", [g.op("Reshape", [codes, g.const([0, 0, 3 * nh, hd], np.int64)])],
                         perm=[0, 2, 1, 3])
