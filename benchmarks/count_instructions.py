@@ -27,8 +27,9 @@ bench_inference.py:
            calls), so the count holds those calls alone, not the start-up or the model load.
   .mindir  MindSpore runs its kernels on threads of its own, which the markers, acting on the
            calling thread, miss: two whole runs instead, --warm calls and --warm + --calls calls;
-           the count is their difference (MiniLM-L6 fp32 at 1 x 32: two runs of the same calls
-           differed by 0.1 M instructions in 7,400 M, and the calls 2-3 and 4-5 by 0.4%).
+           the count is their difference. MiniLM-L6's fp32 MINDIR at 1 x 32, with MindSpore's default
+           threads: two runs of the same calls differed by 0.1 M instructions in 7,400 M, calls 2-3
+           and 4-5 by 0.4% (136.4 and 136.9 M per call); with one thread, the table's: 136.7 M.
 
 What a count is and is not: instructions retired, not time. Two files that run the same GEMM
 kernel (the students and int8 `quantize_dynamic` both run MLAS's u8 x s8 GEMM) spend about the
