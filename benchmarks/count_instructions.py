@@ -10,8 +10,7 @@ an AVX2-only CPU from a machine that has AVX-512, and one that this machine's no
         1x32 --append                                  # a MINDIR in MindSpore (~10 min per shape)
 
 valgrind runs a program tens of times slower, and float FMA code slower still: the MiniLM-L6 fp32
-ONNX model's 8 x 128 calls had not finished after half an hour here (its 1 x 128 and 1 x 32 took
-~5 min); BERT-base asks ~7x MiniLM-L6's instructions per call.
+ONNX model's 8 x 128 count took ~50 min here (its 1 x 128 and 1 x 32 ~5 min); BERT-base asks ~7x MiniLM-L6's instructions per call.
 
 valgrind's CPU (VEX) implements x86-64 up to AVX2 and reports no AVX-512 in CPUID, so ONNX Runtime,
 which picks its kernels from CPUID when a session starts, runs its AVX2 kernels under it, and so do
