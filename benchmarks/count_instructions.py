@@ -10,7 +10,8 @@ an AVX2-only CPU from a machine that has AVX-512, and one that this machine's no
         1x32 --append                                  # a MINDIR in MindSpore (~10 min per shape)
 
 valgrind runs a program tens of times slower, and float FMA code slower still: the MiniLM-L6 fp32
-ONNX model's 8 x 128 count took ~50 min here (its 1 x 128 and 1 x 32 ~5 min); BERT-base asks ~7x MiniLM-L6's instructions per call.
+ONNX model's 8 x 128 count took ~50 min here (its 1 x 128 and 1 x 32 ~5 min); BERT-base asks ~7x
+MiniLM-L6's instructions per call.
 
 valgrind's CPU (VEX) implements x86-64 up to AVX2 and reports no AVX-512 in CPUID, so ONNX Runtime,
 which picks its kernels from CPUID when a session starts, runs its AVX2 kernels under it, and so do
@@ -206,7 +207,8 @@ def main(argv=None):
     if any(FILES[a].endswith(".mindir") for a in args.artifacts):
         import mindspore
         if record.get("mindspore", mindspore.__version__) != mindspore.__version__:
-            sys.exit(f"{args.out}'s MINDIRs were counted with MindSpore {record['mindspore']}: not one table with this run")
+            sys.exit(f"{args.out}'s MINDIRs were counted with MindSpore {record['mindspore']}: "
+                     "not one table with this run")
         record["mindspore"] = mindspore.__version__
     record["commands"].append("python " + shlex.join(sys.argv))
     paths = {}
