@@ -189,7 +189,8 @@ def main(argv=None):
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
     import onnxruntime
     version = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
-    record = {"benchmark": "instructions per call with AVX2 kernels (ONNX Runtime; MindSpore for MINDIRs), under valgrind",
+    record = {"benchmark": "instructions per call with AVX2 kernels (ONNX Runtime; MindSpore for MINDIRs), "
+                           "under valgrind",
               "cpu": cpu_info(), "onnxruntime": onnxruntime.__version__, "valgrind": version,
               "warm_calls": args.warm, "counted_calls": args.calls, "threads": 1,
               "shapes": args.shapes, "rows": [], "commands": []}
