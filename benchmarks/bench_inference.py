@@ -30,7 +30,9 @@ more often. Every round is kept in the results. Pause other work while it runs.
 
 Results go to benchmarks/results/inference_cpu_<isa>.json, one file per CPU class (avx2: AVX2
 only; avx512vnni: AVX-512 VNNI without AMX; amx: with AMX's int8 tiles), because ONNX Runtime's
-int8 kernels differ between them;
+int8 kernels differ between them. --avx2_only runs every artifact's process on an AVX2-only view
+of this CPU (benchmarks/avx2_only.py: CPUID answers without AVX-512, so ONNX Runtime and MindSpore
+run their AVX2 kernels, natively, on this machine's cores) and writes inference_cpu_avx2view.json;
 --write_docs / --render put every class's table into docs/deployment.md and README.md.
 """
 import argparse
@@ -69,11 +71,13 @@ STATISTICS = {"best": lambda xs: min(xs), "median": lambda xs: statistics.median
 STATISTIC_NAMES = {"best": "best of the rounds", "median": "median over rounds"}
 # the CPU classes whose int8 GEMM kernels differ (ONNX Runtime's MLAS picks them at run time: AMX
 # tiles where the CPU has them, else AVX-512 VNNI, else AVX2), in the order the tables show them
-ISA_NAMES = {"avx2": "AVX2 only (no AVX-512)", "avx512vnni": "AVX-512 VNNI, no AMX",
-             "amx": "AVX-512 VNNI + AMX"}
+ISA_NAMES = {"avx2": "AVX2 only (no AVX-512)", "avx2view": "AVX2 kernels on an AVX-512 CPU (CPUID view)",
+             "avx512vnni": "AVX-512 VNNI, no AMX", "amx": "AVX-512 VNNI + AMX"}
 
 
 def isa_class(cpu: dict) -> str:
+    if cpu.get("view") == "avx2_only":
+        return "avx2view"
     features = cpu["features"]
     if "amx_int8" in features:
         return "amx"
@@ -84,7 +88,9 @@ def result_path(cpu: dict) -> str:
     return os.path.join(RESULTS, f"inference_cpu_{isa_class(cpu)}.json")
 
 
-def cpu_info() -> dict:
+def cpu_info(avx2_only: bool = False) -> dict:
+    """The CPU's model, cores and vector features (/proc/cpuinfo: the hardware's, also under
+    avx2_only, which records {"view": "avx2_only"}: the processes measured saw AVX2 only)."""
     flags, model = set(), platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -95,8 +101,9 @@ def cpu_info() -> dict:
                     model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"model": model, "cores": os.cpu_count(),
+    info = {"model": model, "cores": os.cpu_count(),
             "features": sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)}
+    return dict(info, view="avx2_only") if avx2_only else info
 
 
 # ------------------------------------------------------------------------------------------
@@ -153,16 +160,26 @@ def worker(path: str, calls: int, inputs, arena: str = "shared") -> dict:
         out.setdefault("calls", {})[f"{b}x{s}"] = len(times)
         out["latency_ms"][f"{b}x{s}"] = statistics.median(times)
     out["peak_rss_MB"] = peak_rss_mb()
+    from avx2_only import seen_features
+    out["cpuid_seen"] = seen_features()
     return out
 
 
-def run_worker(path: str, calls: int, arena: str = "shared") -> dict:
-    """``worker`` in a fresh process (its own peak memory, no state from earlier models)."""
+def run_worker(path: str, calls: int, arena: str = "shared", avx2_only: bool = False) -> dict:
+    """``worker`` in a fresh process (its own peak memory, no state from earlier models); with
+    avx2_only, on the AVX2-only view of this CPU (refused if the process still sees AVX-512)."""
+    env = dict(os.environ, GLOG_v="3")
+    if avx2_only:
+        from avx2_only import environment
+        env = environment(env)
     p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", path, "--calls", str(calls),
-                        "--arena", arena], capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"), cwd=ROOT)
+                        "--arena", arena], capture_output=True, text=True, env=env, cwd=ROOT)
     if p.returncode != 0:
         raise RuntimeError(f"{path} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    if avx2_only and (out["cpuid_seen"]["AVX512F"] or not out["cpuid_seen"]["AVX2"]):
+        raise RuntimeError(f"{path}: the AVX2-only view did not take: the process saw {out['cpuid_seen']}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -270,6 +287,8 @@ def main(argv=None):
     ap.add_argument("--skip_build", action="store_true", help="measure the artifacts already in --work_dir")
     ap.add_argument("--out", default=None, help="default: benchmarks/results/inference_cpu_<isa>.json, <isa> the "
                     "CPU's int8 instruction set (avx2, avx512vnni or amx): one file per CPU class")
+    ap.add_argument("--avx2_only", action="store_true", help="measure on an AVX2-only view of this CPU "
+                    "(benchmarks/avx2_only.py): ONNX Runtime's and MindSpore's AVX2 kernels on these cores")
     ap.add_argument("--write_docs", action="store_true", help="put the tables into README.md and docs/deployment.md")
     ap.add_argument("--render", action="store_true", help="only rewrite the tables from --out")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -279,7 +298,7 @@ def main(argv=None):
         write_tables()
         return
     if args.out is None:
-        args.out = result_path(cpu_info())
+        args.out = result_path(cpu_info(args.avx2_only))
     if args.worker:
         print(json.dumps(worker(args.worker, args.calls, INPUTS, args.arena)))
         return
@@ -298,7 +317,7 @@ def main(argv=None):
     for r in range(args.rounds):
         order = jobs[r % len(jobs):] + jobs[:r % len(jobs)]  # rotated: no artifact always runs first
         for m, a in order:
-            res = run_worker(os.path.join(args.work_dir, m, FILES[a]), args.calls)
+            res = run_worker(os.path.join(args.work_dir, m, FILES[a]), args.calls, avx2_only=args.avx2_only)
             runs[(m, a)].append(res)
             print(f"round {r + 1} {m:9s} {a:20s} " + " ".join(f"{k} {v:7.2f} ms" for k, v in res["latency_ms"].items())
                   + f"  rss {res['peak_rss_MB']:.0f} MB", flush=True)
@@ -315,7 +334,7 @@ def main(argv=None):
     record = {"date": time.strftime("%Y-%m-%d"), "benchmark": f"CPU inference latency (median of --calls calls, "
                            f"{STATISTIC_NAMES[args.statistic]}), file size (MB = 1e6 bytes), peak RSS of the process "
                            "that loads and runs the file", "statistic": args.statistic,
-              "cpu": cpu_info(), "onnxruntime": onnxruntime.__version__, "mindspore": mindspore.__version__,
+              "cpu": cpu_info(args.avx2_only), "cpuid_seen": runs[jobs[0]][0]["cpuid_seen"], "onnxruntime": onnxruntime.__version__, "mindspore": mindspore.__version__,
               "rounds": args.rounds, "calls": args.calls, "sources": sources, "rows": rows}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
@@ -397,6 +416,10 @@ def write_tables() -> None:
                 f"mindspore {record['mindspore']}, commit {record.get('commit', '?')}: median of {record['calls']} "
                 f"calls, {STATISTIC_NAMES[record.get('statistic', 'median')].replace('rounds', str(record['rounds']) + ' rounds')}, each artifact in a fresh process, nothing else "
                 f"running. Command: `{record['command']}` (`benchmarks/results/inference_cpu_{isa}.json`).")
+        if cpu.get("view") == "avx2_only":
+            note += (" Every process ran on the AVX2-only view of this CPU (`benchmarks/avx2_only.py`: CPUID "
+                     "without AVX-512, AVX-VNNI or AMX; checked in each process), so ONNX Runtime and MindSpore "
+                     "ran their AVX2 kernels on this CPU's cores.")
         parts.append(f"**{ISA_NAMES[isa]}** ({cpu['model']})\n\n" + render(record) + "\n\n" + note)
     replace_between(os.path.join(ROOT, "docs", "deployment.md"), "<!-- inference:begin -->", "<!-- inference:end -->",
                     "\n\n".join(parts))

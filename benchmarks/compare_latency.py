@@ -12,7 +12,8 @@ calls in turn, in an order rotated between rounds. Also reports which files give
 .mindir files run in MindSpore (mindspore.load + nn.GraphCell), .onnx files in ONNX Runtime with
 the session options eval.py and predict.py use. Random token ids; MiniLM-L6-shaped inputs at
 1 x 128, 8 x 128 and 1 x 32; per round and file the median of its calls, reported: the median over
-rounds. Pause other work.
+rounds. Pause other work. --avx2_only runs it all on an AVX2-only view of this CPU
+(benchmarks/avx2_only.py: ONNX Runtime's and MindSpore's AVX2 kernels, natively).
 """
 import argparse
 import os
@@ -24,6 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from avx2_only import describe, reexec_if_asked  # noqa: E402
 from bench_inference import cpu_info, open_model  # noqa: E402
 from common import named_files, write_result  # noqa: E402
 
@@ -36,14 +38,16 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--max_token_id", type=int, default=30000, help="token ids are drawn from [1000, this) "
                     "(MiniLM-L6 and BERT-base vocabularies: 30522), or [0, this) when it is below 1000")
+    ap.add_argument("--avx2_only", action="store_true", help="run on an AVX2-only view of this CPU")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    reexec_if_asked(args.avx2_only, __file__, argv)
     files = named_files(ap, args.files, (".mindir", ".onnx"))
     if args.rounds < 1 or args.max_token_id < 1:
         ap.error(f"--rounds and --max_token_id must be >= 1, got {args.rounds} and {args.max_token_id}")
     runners = {k: open_model(v) for k, v in files.items()}
     rng = np.random.default_rng(0)
-    result = {"files": {k: os.path.abspath(v) for k, v in files.items()}, "cpu": cpu_info(),
+    result = {"files": {k: os.path.abspath(v) for k, v in files.items()}, "cpu": cpu_info(args.avx2_only), "cpuid": describe(),
               "rounds": args.rounds, "latency_ms": {}, "latency_ms_rounds": {}, "identical_logits": {}}
     for b, s, calls in SHAPES:
         low = 1000 if args.max_token_id > 1000 else 0

@@ -1,6 +1,7 @@
 """benchmarks/bench_inference.py: one results file per CPU class, and the README's glance table
 built from them, against hand-computed values."""
 import os
+import subprocess
 import sys
 
 import pytest
@@ -24,6 +25,8 @@ def test_cpu_class_decides_the_results_file():
     # AMX's int8 tiles are a kernel class of their own (the Intel Xeon sittings)
     assert bi.isa_class({"features": ["amx_int8", "amx_tile", "avx2", "avx512_vnni"]}) == "amx"
     assert bi.result_path({"features": ["avx2"]}).endswith(os.path.join("results", "inference_cpu_avx2.json"))
+    # an AVX-512 CPU measured through the AVX2-only view is a class of its own, not "avx2"
+    assert bi.isa_class(bi.cpu_info(avx2_only=True)) == "avx2view"
 
 
 def test_glance_table_has_one_column_pair_per_cpu_class():
@@ -99,6 +102,26 @@ def test_compare_latency_reports_every_round_and_which_files_agree(tmp_path, pyn
         assert pairs == [["a", "b"]]
         assert all(len(rec["latency_ms_rounds"][shape][k]) == 2 for k in "abc")
         assert rec["latency_ms"][shape]["a"] == pytest.approx(np.median(rec["latency_ms_rounds"][shape]["a"]))
+    assert rec["cpuid"]["avx2_only"] is False
+    import avx2_only
+    if avx2_only.unsupported_reason() is None:
+        # --avx2_only: the same comparison in a process that sees no AVX-512 (the script re-runs
+        # itself under the view), and bench_inference's worker likewise
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "compare_latency.py"), "--avx2_only",
+                            "--files", f"a={paths['a']}", f"c={paths['c']}", "--max_token_id", str(cfg.vocab_size),
+                            "--out", str(tmp_path / "view.json")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        view = json.loads((tmp_path / "view.json").read_text())
+        assert view["cpuid"]["avx2_only"] is True and view["cpu"]["view"] == "avx2_only"
+        assert view["cpuid"]["cpuid_seen"]["AVX2"] and not view["cpuid"]["cpuid_seen"]["AVX512F"]
+        # the worker draws token ids up to 30000: a network with BERT's vocabulary
+        big = dataclasses.replace(cfg, vocab_size=30522)
+        net = BertForSequenceClassification(big, run.quant)
+        randomize(net, np.random.RandomState(0))
+        net.set_train(False)
+        path = export_onnx(net, dataclasses.replace(run, model=big), str(tmp_path / "big.onnx"))
+        seen = bi.run_worker(path, 5, avx2_only=True)["cpuid_seen"]
+        assert seen["AVX2"] and not seen["AVX512F"]
 
 
 def test_append_result_keeps_earlier_records_and_refuses_a_non_list(tmp_path):

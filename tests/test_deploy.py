@@ -98,15 +98,28 @@ _AVX2_WORKER = (
     "print(json.dumps({k: bool(f.get(k)) for k in ('AVX2', 'AVX512F')}))")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind (Debian: apt-get install valgrind)")
+def _avx2_runner(runner, tmp_path):
+    """(command prefix, environment) that run a Python process on AVX2 kernels: valgrind's CPU, or
+    this CPU under benchmarks/avx2_only.py's AVX2-only view (natively, seconds instead of minutes)."""
+    if runner == "valgrind":
+        if shutil.which("valgrind") is None:
+            pytest.skip("needs valgrind (Debian: apt-get install valgrind)")
+        return ["valgrind", "--tool=none", "-q"], None
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import avx2_only
+    if avx2_only.unsupported_reason():
+        pytest.skip(f"no AVX2-only view here: {avx2_only.unsupported_reason()}")
+    return [], avx2_only.environment(cache_dir=str(tmp_path / "lib"))
+
+
+@pytest.mark.parametrize("runner", ["avx2_view", pytest.param("valgrind", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", ["2-2-8-twn-row", "2-2-8-learned", "8-8-8"])
-def test_onnx_logits_on_avx2_kernels_equal_the_network(tmp_path, pynative, name):
+def test_onnx_logits_on_avx2_kernels_equal_the_network(tmp_path, pynative, name, runner):
     """Many users' CPUs have AVX2 and no AVX-512: ONNX Runtime then runs other integer kernels (its
     AVX2 u8 x s8 kernel adds pairs of products in saturating int16, so 8-bit codes on both sides of
-    a product overflow there). valgrind's CPU is an AVX2 one (CPUID shows no AVX-512, checked), so the
-    model run under valgrind (--tool=none: its CPU, no checking) runs those kernels: its logits equal the
-    network's as on this machine.
+    a product overflow there). Two ways to run them here, both checked to hide AVX-512 from CPUID:
+    valgrind's CPU (--tool=none: its CPU, no checking), and this CPU under the AVX2-only view. The
+    model's logits there equal the network's as on this machine.
     Per-call ranges (Q.K^T of two 8-bit activations), fixed ones (Q/K/V folded into their product),
     and 8-bit weights (8-bit codes times 8-bit activations)."""
     from src.onnx_export import export_onnx
@@ -116,9 +129,10 @@ def test_onnx_logits_on_avx2_kernels_equal_the_network(tmp_path, pynative, name)
     batches = list(_batches(rng))
     np.savez(tmp_path / "in.npz", **{f"{k}{i}": a for i, b in enumerate(batches)
                                      for k, a in zip(("ids", "mask", "seg"), b)})
-    p = subprocess.run(["valgrind", "--tool=none", "-q", sys.executable, "-c", _AVX2_WORKER, path, str(tmp_path / "in.npz"),
-                        str(tmp_path / "out.npz"), str(len(batches))],
-                       cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    prefix, env = _avx2_runner(runner, tmp_path)
+    p = subprocess.run(prefix + [sys.executable, "-c", _AVX2_WORKER, path, str(tmp_path / "in.npz"),
+                                 str(tmp_path / "out.npz"), str(len(batches))],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(p.stdout.strip().splitlines()[-1]) == {"AVX2": True, "AVX512F": False}
     got = np.load(tmp_path / "out.npz")
