@@ -118,7 +118,9 @@ def reexec_if_asked(flag: bool, script: str, argv=None) -> None:
         argv = sys.argv[1:] if argv is None else list(argv)
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, os.path.abspath(script)] + argv, environment())
+        # the script as this command line named it, so a benchmark records the command as typed
+        named = sys.argv[0] if sys.argv and os.path.abspath(sys.argv[0]) == os.path.abspath(script) else None
+        os.execve(sys.executable, [sys.executable, named or os.path.abspath(script)] + argv, environment())
 
 
 def seen_features() -> dict:

@@ -15,6 +15,10 @@ near-tie from a real error) or the largest score difference (regression).
 record): the fp32 teacher as ONNX, and ONNX Runtime's int8 ``quantize_dynamic`` and
 ``quantize_static`` of it (static ranges from the same training batches the calibrated student
 uses), each with its dev metric, its size and its largest metric difference from the fp32 ONNX.
+
+--avx2_only runs it all on an AVX2-only view of this CPU (benchmarks/avx2_only.py): the metrics
+that an AVX2-only CPU's kernels give (ONNX Runtime's AVX2 integer GEMM sums in saturating int16),
+recorded with what the process saw (``cpuid``).
 """
 import argparse
 import json
@@ -88,8 +92,11 @@ def main(argv=None):
                          "of --data_dir (export.py --calibration_data); 0: not")
     ap.add_argument("--teacher", default=None,
                     help="the fp32 teacher checkpoint: also its fp32 ONNX and ONNX Runtime's int8 routes for it")
+    ap.add_argument("--avx2_only", action="store_true", help="run on an AVX2-only view of this CPU")
     ap.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results", "deploy_accuracy.jsonl"))
     args = ap.parse_args(argv)
+    from avx2_only import describe, reexec_if_asked
+    reexec_if_asked(args.avx2_only, __file__, argv)
     import numpy as np
     from common import provenance
     from src.config import get_task
@@ -131,7 +138,7 @@ def main(argv=None):
             d["changed"] = changed_predictions(ref, logits[kind])
             d["predictions_changed"] = len(d["changed"])
     record = {"task": task, "quant": model.run.quant.name, "checkpoint": os.path.abspath(args.checkpoint),
-              "data_dir": os.path.abspath(args.data_dir), "results": out, **provenance()}
+              "data_dir": os.path.abspath(args.data_dir), "results": out, "cpuid": describe(), **provenance()}
     if args.teacher:
         record["alternatives"] = alternatives(args.teacher, args.data_dir, args.output_dir,
                                               args.calibration_batches or 16, args.eval_batch_size)

@@ -107,13 +107,15 @@ def test_compare_latency_reports_every_round_and_which_files_agree(tmp_path, pyn
     if avx2_only.unsupported_reason() is None:
         # --avx2_only: the same comparison in a process that sees no AVX-512 (the script re-runs
         # itself under the view), and bench_inference's worker likewise
-        p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "compare_latency.py"), "--avx2_only",
+        p = subprocess.run([sys.executable, os.path.join("benchmarks", "compare_latency.py"), "--avx2_only",
                             "--files", f"a={paths['a']}", f"c={paths['c']}", "--max_token_id", str(cfg.vocab_size),
                             "--out", str(tmp_path / "view.json")], cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-2000:]
         view = json.loads((tmp_path / "view.json").read_text())
         assert view["cpuid"]["avx2_only"] is True and view["cpu"]["view"] == "avx2_only"
         assert view["cpuid"]["cpuid_seen"]["AVX2"] and not view["cpuid"]["cpuid_seen"]["AVX512F"]
+        # recorded as typed, though the process was replaced by one under the view
+        assert view["command"].startswith(f"python {os.path.join('benchmarks', 'compare_latency.py')} --avx2_only ")
         # the worker draws token ids up to 30000: a network with BERT's vocabulary
         big = dataclasses.replace(cfg, vocab_size=30522)
         net = BertForSequenceClassification(big, run.quant)
