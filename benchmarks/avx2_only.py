@@ -113,8 +113,13 @@ def active() -> bool:
 def reexec_if_asked(flag: bool, script: str, argv=None) -> None:
     """For a script's --avx2_only flag: replace this process by ``python script argv`` (default: this
     command line's arguments) under the library, unless it already runs under it. The library must
-    be there from the process's start, before any module has read CPUID."""
-    if flag and not active():
+    be there from the process's start, before any module has read CPUID. Under it, checks that the
+    view took (numpy's CPUID probe: AVX2, no AVX-512F) and stops the script if not."""
+    if flag and active():
+        seen = seen_features()
+        if seen["AVX512F"] or not seen["AVX2"]:
+            raise SystemExit(f"{script}: the AVX2-only view did not take: this process sees {seen}")
+    elif flag:
         argv = sys.argv[1:] if argv is None else list(argv)
         sys.stdout.flush()
         sys.stderr.flush()

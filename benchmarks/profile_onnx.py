@@ -19,7 +19,8 @@ Kernel times only: the time ONNX Runtime spends between kernels is not in them, 
 slows small kernels down, so the totals sit above bench_inference.py's latencies. The groups' shares
 are the point. Results: benchmarks/results/onnx_profile_cpu_<isa>.json (one per CPU class, as
 for the latency benchmark); --write_docs puts every class's table into docs/deployment.md, --render
-only does that.
+only does that. --avx2_only profiles on an AVX2-only view of this CPU (benchmarks/avx2_only.py:
+ONNX Runtime's AVX2 kernels on this CPU's cores; results ..._avx2view.json).
 """
 import argparse
 import collections
@@ -32,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
+from avx2_only import describe, reexec_if_asked  # noqa: E402
 from bench_inference import (FILES, INPUTS, ISA_NAMES, RESULTS, ROOT, cpu_info, isa_class,  # noqa: E402
                              load_results, replace_between)
 
@@ -128,7 +130,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="default: benchmarks/results/onnx_profile_cpu_<isa>.json")
     ap.add_argument("--write_docs", action="store_true", help="put the tables into docs/deployment.md")
     ap.add_argument("--render", action="store_true", help="only rewrite the tables from the results files")
+    ap.add_argument("--avx2_only", action="store_true", help="profile on an AVX2-only view of this CPU")
     args = ap.parse_args(argv)
+    reexec_if_asked(args.avx2_only and not args.render, __file__, argv)
     if args.render:
         write_docs()
         return
@@ -137,7 +141,7 @@ def main(argv=None):
     if missing:
         sys.exit(f"not found: {', '.join(missing)} (build them with: python benchmarks/bench_inference.py "
                  f"--rounds 0 --work_dir {args.work_dir})")
-    cpu = cpu_info()
+    cpu = cpu_info(args.avx2_only)
     rows = []
     for m, a, p in paths:
         rows.append({"model": m, "artifact": a, "file": FILES[a], "shapes": profile(p, args.calls, INPUTS)})
@@ -148,7 +152,8 @@ def main(argv=None):
     out = args.out or os.path.join(RESULTS, f"onnx_profile_cpu_{isa_class(cpu)}.json")
     record = {"benchmark": "ONNX Runtime kernel profile: kernel ms per call, by group and by operator type "
                            "(benchmarks/profile_onnx.py's docstring has the groups)",
-              "cpu": cpu, "onnxruntime": onnxruntime.__version__, "calls": args.calls, "rows": rows}
+              "cpu": cpu, "cpuid": describe(), "onnxruntime": onnxruntime.__version__, "calls": args.calls,
+              "rows": rows}
     write_result(out, record)
     record.update(provenance())  # the commit the table names, as written beside the numbers
     print(render(record))

@@ -90,3 +90,14 @@ def test_unsupported_machines_are_named(monkeypatch):
         avx2_only.library()
     monkeypatch.setattr(avx2_only, "_cpu_flags", lambda: {"sse4_2"})
     assert avx2_only.unsupported_reason() == "this CPU has no AVX2"
+
+
+def test_a_script_under_a_view_that_did_not_take_stops(monkeypatch):
+    # under the library (active) but still seeing AVX-512: the script must not measure on
+    monkeypatch.setattr(avx2_only, "active", lambda: True)
+    monkeypatch.setattr(avx2_only, "seen_features", lambda: {"AVX2": True, "AVX512F": True})
+    with pytest.raises(SystemExit, match="bench.py: the AVX2-only view did not take"):
+        avx2_only.reexec_if_asked(True, "bench.py", [])
+    monkeypatch.setattr(avx2_only, "seen_features", lambda: {"AVX2": True, "AVX512F": False})
+    assert avx2_only.reexec_if_asked(True, "bench.py", []) is None  # the view took: carry on
+    assert avx2_only.reexec_if_asked(False, "bench.py", []) is None  # not asked: nothing happens

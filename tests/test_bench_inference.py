@@ -121,9 +121,20 @@ def test_compare_latency_reports_every_round_and_which_files_agree(tmp_path, pyn
         net = BertForSequenceClassification(big, run.quant)
         randomize(net, np.random.RandomState(0))
         net.set_train(False)
-        path = export_onnx(net, dataclasses.replace(run, model=big), str(tmp_path / "big.onnx"))
+        os.makedirs(tmp_path / "work" / "MiniLM-L6")
+        path = export_onnx(net, dataclasses.replace(run, model=big),
+                           str(tmp_path / "work" / "MiniLM-L6" / bi.FILES["2-2-8 ONNX"]))
         seen = bi.run_worker(path, 5, avx2_only=True)["cpuid_seen"]
         assert seen["AVX2"] and not seen["AVX512F"]
+        # and the kernel profile
+        p = subprocess.run([sys.executable, os.path.join("benchmarks", "profile_onnx.py"), "--avx2_only",
+                            "--work_dir", str(tmp_path / "work"), "--artifacts", "2-2-8 ONNX", "--calls", "2",
+                            "--out", str(tmp_path / "profile.json")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        prof = json.loads((tmp_path / "profile.json").read_text())
+        assert prof["cpu"]["view"] == "avx2_only" and prof["cpuid"]["avx2_only"] is True
+        assert not prof["cpuid"]["cpuid_seen"]["AVX512F"] and prof["rows"][0]["shapes"]["1x128"]["calls"] == 2
 
 
 def test_append_result_keeps_earlier_records_and_refuses_a_non_list(tmp_path):
