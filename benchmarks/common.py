@@ -2,6 +2,7 @@
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ def git_commit() -> str:
 
 def provenance() -> dict:
     return {"commit": git_commit(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "command": "python " + " ".join(sys.argv)}
+            "command": "python " + shlex.join(sys.argv)}  # quoted: an argument may hold spaces
 
 
 def _atomic_write_json(path: str, value) -> None:

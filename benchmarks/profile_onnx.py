@@ -88,6 +88,7 @@ def profile(path: str, calls: int, inputs, warmup: int = 5) -> dict:
         for b, s in inputs:
             opts = session_options()
             opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")  # the graph the profile names
+            opts.log_severity_level = 3  # errors only: ONNX Runtime warns that such a dump is hardware-specific
             opts.enable_profiling = True
             opts.profile_file_prefix = os.path.join(tmp, f"profile_{b}x{s}")
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])

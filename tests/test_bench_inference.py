@@ -1,6 +1,7 @@
 """benchmarks/bench_inference.py: one results file per CPU class, and the README's glance table
 built from them, against hand-computed values."""
 import os
+import shlex
 import subprocess
 import sys
 
@@ -127,14 +128,15 @@ def test_compare_latency_reports_every_round_and_which_files_agree(tmp_path, pyn
         seen = bi.run_worker(path, 5, avx2_only=True)["cpuid_seen"]
         assert seen["AVX2"] and not seen["AVX512F"]
         # and the kernel profile
-        p = subprocess.run([sys.executable, os.path.join("benchmarks", "profile_onnx.py"), "--avx2_only",
-                            "--work_dir", str(tmp_path / "work"), "--artifacts", "2-2-8 ONNX", "--calls", "2",
-                            "--out", str(tmp_path / "profile.json")], cwd=ROOT, capture_output=True, text=True,
-                           timeout=600)
+        args = [os.path.join("benchmarks", "profile_onnx.py"), "--avx2_only", "--work_dir", str(tmp_path / "work"),
+                "--artifacts", "2-2-8 ONNX", "--calls", "2", "--out", str(tmp_path / "profile.json")]
+        p = subprocess.run([sys.executable] + args, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-2000:]
         prof = json.loads((tmp_path / "profile.json").read_text())
         assert prof["cpu"]["view"] == "avx2_only" and prof["cpuid"]["avx2_only"] is True
         assert not prof["cpuid"]["cpuid_seen"]["AVX512F"] and prof["rows"][0]["shapes"]["1x128"]["calls"] == 2
+        # the recorded command gives back the arguments, the artifact name's space included
+        assert shlex.split(prof["command"]) == ["python"] + args
 
 
 def test_append_result_keeps_earlier_records_and_refuses_a_non_list(tmp_path):
