@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from avx2_only import describe, reexec_if_asked  # noqa: E402
 from bench_inference import cpu_info, open_model  # noqa: E402
 from common import named_files, write_result  # noqa: E402
+from src.deploy import ARENAS  # noqa: E402
 
 SHAPES = ((1, 128, 30), (8, 128, 8), (1, 32, 40))  # batch, length, timed calls per file and round
 
@@ -39,16 +40,19 @@ def main(argv=None):
     ap.add_argument("--max_token_id", type=int, default=30000, help="token ids are drawn from [1000, this) "
                     "(MiniLM-L6 and BERT-base vocabularies: 30522), or [0, this) when it is below 1000")
     ap.add_argument("--avx2_only", action="store_true", help="run on an AVX2-only view of this CPU")
+    ap.add_argument("--arena", default="shared", choices=ARENAS,
+                    help="the ONNX sessions' memory setting (src.deploy.session_options; \"none\": how "
+                         "commits before 2026-12-06 ran them)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     reexec_if_asked(args.avx2_only, __file__, argv)
     files = named_files(ap, args.files, (".mindir", ".onnx"))
     if args.rounds < 1 or args.max_token_id < 1:
         ap.error(f"--rounds and --max_token_id must be >= 1, got {args.rounds} and {args.max_token_id}")
-    runners = {k: open_model(v) for k, v in files.items()}
+    runners = {k: open_model(v, arena=args.arena) for k, v in files.items()}
     rng = np.random.default_rng(0)
     result = {"files": {k: os.path.abspath(v) for k, v in files.items()}, "cpu": cpu_info(args.avx2_only), "cpuid": describe(),
-              "rounds": args.rounds, "latency_ms": {}, "latency_ms_rounds": {}, "identical_logits": {}}
+              "rounds": args.rounds, "arena": args.arena, "latency_ms": {}, "latency_ms_rounds": {}, "identical_logits": {}}
     for b, s, calls in SHAPES:
         low = 1000 if args.max_token_id > 1000 else 0
         feed = (rng.integers(low, args.max_token_id, (b, s)).astype(np.int32), np.ones((b, s), np.int32),

@@ -75,7 +75,7 @@ def test_changed_predictions_carry_the_reference_margin_and_its_rank():
     assert da.changed_predictions(ref, ref) == []
 
 
-def test_compare_latency_reports_every_round_and_which_files_agree(tmp_path, pynative):
+def test_compare_latency_reports_every_round_and_which_files_agree(tmp_path, pynative, monkeypatch):
     """Two exports of one network agree bit for bit, a third network does not: the report names
     exactly that pair at every shape, with one median per round and file."""
     import dataclasses
@@ -95,9 +95,12 @@ def test_compare_latency_reports_every_round_and_which_files_agree(tmp_path, pyn
         net.set_train(False)
         paths[name] = export_onnx(net, run, str(tmp_path / f"{name}.onnx"))
     out = tmp_path / "ab.json"
-    compare_latency.main(["--files", *(f"{k}={v}" for k, v in paths.items()), "--rounds", "2",
+    arenas, real_open = [], compare_latency.open_model
+    monkeypatch.setattr(compare_latency, "open_model", lambda p, arena: arenas.append(arena) or real_open(p, arena))
+    compare_latency.main(["--files", *(f"{k}={v}" for k, v in paths.items()), "--rounds", "2", "--arena", "none",
                           "--max_token_id", str(cfg.vocab_size), "--out", str(out)])
     rec = json.loads(out.read_text())
+    assert arenas == ["none"] * 3 and rec["arena"] == "none"  # every session opened as asked, and recorded
     assert set(rec["identical_logits"]) == {"1x128", "8x128", "1x32"}
     for shape, pairs in rec["identical_logits"].items():
         assert pairs == [["a", "b"]]
