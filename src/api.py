@@ -76,9 +76,26 @@ def _records(task: str, job: Job, train: TrainConfig, reads_labels: bool) -> Tra
     return dataclasses.replace(train, max_seq_length=meta["max_seq_length"])
 
 
+def _vocab_beside(*models: Optional[str]) -> Optional[str]:
+    """The vocab.txt beside these checkpoints (import_hf.py puts the backbone's there), or None.
+
+    A run copies it into its folder, so that export.py, which copies the vocab.txt beside the
+    checkpoint it exports, leaves it beside the deployment files for predict.py. Two different
+    ones (a teacher and a student of different vocabularies) are an error."""
+    from .glue import sha256_file
+    found = [p for p in (os.path.join(os.path.dirname(os.path.abspath(m)), "vocab.txt") for m in models if m)
+             if os.path.isfile(p)]
+    for other in found[1:]:
+        if sha256_file(other) != sha256_file(found[0]):
+            raise ValueError(f"{found[0]} and {other} differ: the models do not share one vocabulary")
+    return found[0] if found else None
+
+
 def _fit(job: Job, cell, network, run: RunConfig, rank: int, group_size: int, log_name: str,
-         inputs: dict) -> dict:
-    """Prepare the output folder (once every input was checked), train, log the result."""
+         inputs: dict, vocab: Optional[str] = None) -> dict:
+    """Prepare the output folder (once every input was checked; with ``vocab`` copied into it),
+    train, log the result."""
+    from .config import atomic_write_bytes
     from .logs import log_to_file
     from .trainer import LoopSpec, fit, prepare_output_dir
     if rank == 0:
@@ -86,6 +103,10 @@ def _fit(job: Job, cell, network, run: RunConfig, rank: int, group_size: int, lo
                                     "dataset_type": job.dataset_type, **inputs}
         prepare_output_dir(job.output_dir, identity, job.resume, job.overwrite)
         log_to_file(os.path.join(job.output_dir, log_name))
+        dst = os.path.join(job.output_dir, "vocab.txt")
+        if vocab and os.path.abspath(vocab) != os.path.abspath(dst):
+            with open(vocab, "rb") as f:
+                atomic_write_bytes(dst, f.read())
     state = fit(LoopSpec(cell, network, run, run.train, job.data_dir, job.dataset_type, job.output_dir,
                          job.eval_batch_size, rank, group_size),
                 resume=job.resume, stop_after=job.stop_after)
@@ -105,6 +126,7 @@ def finetune(task: str, model: str, job: Job, train: Optional[TrainConfig] = Non
     from .checkpoint import load_network
     from .trainer import total_steps
     train = _records(task, job, train or task_train_config(task, distill=False), reads_labels=True)
+    vocab = _vocab_beside(model)
     ms.set_seed(train.seed)
     net, m_run = load_network(model)  # dropout as its config says (0.1 for BERT)
     if m_run.task != task:
@@ -115,7 +137,8 @@ def finetune(task: str, model: str, job: Job, train: Optional[TrainConfig] = Non
     steps = total_steps(job.data_dir, train, group_size)
     cell = TrainOneStep(TaskLoss(net), build_optimizer(net, train, steps), train.clip_norm, tcfg=train)
     logger.info("fine-tuning %s from %s, %d steps", task, model, steps)
-    return _fit(job, cell, net, run, rank, group_size, "finetune.log", inputs={"model": os.path.abspath(model)})
+    return _fit(job, cell, net, run, rank, group_size, "finetune.log", inputs={"model": os.path.abspath(model)},
+                vocab=vocab)
 
 
 def distill(task: str, teacher: str, job: Job, student: Optional[str] = None,
@@ -131,6 +154,7 @@ def distill(task: str, teacher: str, job: Job, student: Optional[str] = None,
     quant, train = quant or QuantConfig(), train or task_train_config(task)
     distillation = distillation or default_distill_config(train)
     train = _records(task, job, train, distillation.uses_gold_labels)
+    vocab = _vocab_beside(teacher, student)
     ms.set_seed(train.seed)
     t_net, t_run = load_network(teacher, dropout=0.0)
     if t_run.task != task:
@@ -147,7 +171,8 @@ def distill(task: str, teacher: str, job: Job, student: Optional[str] = None,
     logger.info("distilling %s: student %s (%s), teacher %s, %d steps", task, quant.name, quant.ternarizer,
                 teacher, steps)
     return _fit(job, cell, s_net, run, rank, group_size, "train.log",
-                inputs={"teacher": os.path.abspath(teacher), "student": os.path.abspath(student) if student else None})
+                inputs={"teacher": os.path.abspath(teacher), "student": os.path.abspath(student) if student else None},
+                vocab=vocab)
 
 
 def evaluate(model: str, data_dir: str, split: str = "dev", batch_size: int = EVAL_BATCH_SIZE,

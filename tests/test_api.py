@@ -58,7 +58,23 @@ def test_api_pipeline_in_one_process(tmp_path, glue_dir, graph):
         api.evaluate(str(tmp_path / "student" / "best.ckpt"), data, max_seq_length=64)
 
     written = api.export(str(tmp_path / "student" / "best.ckpt"), str(tmp_path / "exp" / "s"), formats=["MINDIR"])
-    # (no vocab.txt beside the checkpoint here, so none is copied)
+    # the backbone's vocab.txt (import_hf put it beside bb.ckpt) came along through both runs
     assert sorted(os.path.basename(p) for p in written) == ["s.json", "s.manifest.json", "s.mindir", "s.size.json",
-                                                            "s.tbq"]
+                                                            "s.tbq", "vocab.txt"]
+    assert (tmp_path / "exp" / "vocab.txt").read_bytes() == open(os.path.join(hf, "vocab.txt"), "rb").read()
     assert api.evaluate(str(tmp_path / "exp" / "s.tbq"), data, batch_size=16)["pearson"] == res["pearson"]
+
+
+def test_runs_refuse_a_teacher_and_student_of_two_vocabularies(tmp_path):
+    from src.api import _vocab_beside
+    for name, words in (("t", "[PAD]\na\n"), ("s", "[PAD]\nb\n"), ("u", "[PAD]\na\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "vocab.txt").write_text(words)
+    (tmp_path / "none").mkdir()
+    t, s, u = (str(tmp_path / n / "best.ckpt") for n in "tsu")
+    assert _vocab_beside(t, None) == str(tmp_path / "t" / "vocab.txt")
+    assert _vocab_beside(t, u) == str(tmp_path / "t" / "vocab.txt")  # the same words: fine
+    assert _vocab_beside(str(tmp_path / "none" / "best.ckpt"), t) == str(tmp_path / "t" / "vocab.txt")
+    assert _vocab_beside(str(tmp_path / "none" / "best.ckpt")) is None
+    with pytest.raises(ValueError, match="do not share one vocabulary"):
+        _vocab_beside(t, s)

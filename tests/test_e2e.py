@@ -30,7 +30,7 @@ def work(tmp_path_factory, glue_dir):
 
 
 @pytest.mark.slow
-def test_import_finetune_distil_eval_export(work):
+def test_import_finetune_distil_eval_export(work, glue_dir):
     d = work
     common = ["--task_name", "sts-b", "--data_dir", str(d / "data"), "--train_batch_size", "16"]
     # length buckets of 16 at S=32 on one static graph per length (what the quickstart's teacher
@@ -84,6 +84,21 @@ def test_import_finetune_distil_eval_export(work):
     # (within 1e-4: 86% of the synthetic set here, 77% of real STS-B on the CI machine); the others move
     # by ~1e-3. A wrong scale, code or operator moves every example: the median stays at float rounding.
     assert np.median(diff) < 1e-4 and diff.max() < 0.1, (np.median(diff), np.sort(diff)[-5:])
+
+    # the backbone's vocabulary travels with the runs into the export, so predict.py needs no
+    # --vocab_file: the README's commands, in order. Its scores are the ONNX model's on the same
+    # dev examples (the records above were tokenized from the same rows with that vocabulary).
+    vocab = (d / "bb" / "vocab.txt").read_bytes()
+    for folder in ("teacher", "student", "exp"):
+        assert (d / folder / "vocab.txt").read_bytes() == vocab, folder
+    from src.config import get_task
+    from src.glue import read_examples
+    examples = read_examples(os.path.join(glue_dir, "STS-B", "dev.tsv"), get_task("sts-b"))[:len(got)]
+    (d / "pairs.tsv").write_text("".join(f"{ex.text_a}\t{ex.text_b}\n" for ex in examples))
+    run("predict.py", "--model", str(d / "exp" / "s.onnx"), "--input", str(d / "pairs.tsv"),
+        "--output", str(d / "scores.txt"))
+    scores = np.array([float(x) for x in (d / "scores.txt").read_text().split()])
+    np.testing.assert_allclose(scores, got.reshape(-1), atol=1e-4)
 
 
 @pytest.mark.slow
