@@ -137,6 +137,7 @@ def main(argv=None):
     from src.config import atomic_write_text  # summarize() put ROOT on sys.path
     atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2) + "\n")
     print("\n" + summary["table"])
+    print(f"\nTry the student (from {ROOT}):\n  {summary['try']}")
     return 0
 
 
@@ -186,7 +187,19 @@ def summarize(out, args, seconds):
     return {"task": args.task_name, "metric": sel, "teacher": t, "student": s, "files_bytes": files,
             "latency_ms_batch1": lat, "seq_length": args.max_seq_length,
             "schedule": {k: getattr(args, k) for k in DEFAULTS}, "limit": args.limit,
-            "wall_seconds_this_invocation": round(seconds, 1), "table": table}
+            "wall_seconds_this_invocation": round(seconds, 1), "table": table,
+            "try": try_command(args.task_name, os.path.join(out, "export", "student.onnx"))}
+
+
+def try_command(task: str, model: str) -> str:
+    """A shell command that runs the exported model on one example of the task's shape (predict.py
+    reads the vocab.txt that export.py put beside the model)."""
+    import shlex
+    from src.config import get_task
+    pair = get_task(task).columns[1] is not None
+    text = "A man is playing a guitar.\\tA man plays the guitar.\\n" if pair else "a gripping , funny film\\n"
+    py = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT + os.sep) else sys.executable
+    return f"printf '{text}' | {shlex.quote(py)} predict.py --model {shlex.quote(model)} --input -"
 
 
 if __name__ == "__main__":

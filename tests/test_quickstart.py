@@ -54,6 +54,14 @@ def test_quickstart_runs_every_step_and_continues_after_an_interruption(tmp_path
     assert "the train split of " + str(out / "data") in json.loads(meta["calibration"])["source"]
     for line in ("teacher (fp32)", "student (2-2-8)", "packed 2-bit file", "ONNX Runtime latency"):
         assert line in p.stdout, p.stdout[-2000:]
+    # the command it offers to try runs as printed (predict.py finds the vocabulary beside the model)
+    lines = p.stdout.splitlines()
+    cmd = lines[[i for i, ln in enumerate(lines) if ln.startswith("Try the student")][0] + 1].strip()
+    assert cmd == s["try"]
+    tried = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    from src.config import get_task
+    assert tried.returncode == 0, tried.stderr[-2000:]
+    assert len(tried.stdout.split()) == 1 and tried.stdout.strip() in get_task("sst-2").labels, tried.stdout
     # an interruption after the export: a second run redoes only what has no marker
     os.remove(out / ".export_teacher.done")
     os.remove(out / "export" / "teacher.onnx")
