@@ -116,9 +116,9 @@ def reexec_if_asked(flag: bool, script: str, argv=None) -> None:
     be there from the process's start, before any module has read CPUID. Under it, checks that the
     view took (numpy's CPUID probe: AVX2, no AVX-512F) and stops the script if not."""
     if flag and active():
-        seen = seen_features()
-        if seen["AVX512F"] or not seen["AVX2"]:
-            raise SystemExit(f"{script}: the AVX2-only view did not take: this process sees {seen}")
+        failed = not_taken(seen_features())
+        if failed:
+            raise SystemExit(f"{script}: {failed}")
     elif flag:
         argv = sys.argv[1:] if argv is None else list(argv)
         sys.stdout.flush()
@@ -132,6 +132,13 @@ def seen_features() -> dict:
     """What numpy's CPUID probe finds in this process: {name: bool} for PROBED."""
     from numpy.core._multiarray_umath import __cpu_features__ as found
     return {k: bool(found.get(k)) for k in PROBED}
+
+
+def not_taken(seen: dict):
+    """None if a process that saw ``seen`` (seen_features()) ran on the view, else what went wrong."""
+    if seen["AVX512F"] or not seen["AVX2"]:
+        return f"the AVX2-only view did not take: the process saw {seen}"
+    return None
 
 
 def describe() -> dict:

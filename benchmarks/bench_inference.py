@@ -50,6 +50,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from avx2_only import environment, not_taken, seen_features  # noqa: E402  (standard library at import)
+
 SHAPES = {
     "MiniLM-L6": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
     "BERT-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
@@ -160,7 +162,6 @@ def worker(path: str, calls: int, inputs, arena: str = "shared") -> dict:
         out.setdefault("calls", {})[f"{b}x{s}"] = len(times)
         out["latency_ms"][f"{b}x{s}"] = statistics.median(times)
     out["peak_rss_MB"] = peak_rss_mb()
-    from avx2_only import seen_features
     out["cpuid_seen"] = seen_features()
     return out
 
@@ -170,15 +171,15 @@ def run_worker(path: str, calls: int, arena: str = "shared", avx2_only: bool = F
     avx2_only, on the AVX2-only view of this CPU (refused if the process still sees AVX-512)."""
     env = dict(os.environ, GLOG_v="3")
     if avx2_only:
-        from avx2_only import environment
         env = environment(env)
     p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", path, "--calls", str(calls),
                         "--arena", arena], capture_output=True, text=True, env=env, cwd=ROOT)
     if p.returncode != 0:
         raise RuntimeError(f"{path} failed:\n{p.stderr[-3000:]}")
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    if avx2_only and (out["cpuid_seen"]["AVX512F"] or not out["cpuid_seen"]["AVX2"]):
-        raise RuntimeError(f"{path}: the AVX2-only view did not take: the process saw {out['cpuid_seen']}")
+    failed = avx2_only and not_taken(out["cpuid_seen"])
+    if failed:
+        raise RuntimeError(f"{path}: {failed}")
     return out
 
 
