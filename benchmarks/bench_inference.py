@@ -335,7 +335,8 @@ def main(argv=None):
     record = {"date": time.strftime("%Y-%m-%d"), "benchmark": f"CPU inference latency (median of --calls calls, "
                            f"{STATISTIC_NAMES[args.statistic]}), file size (MB = 1e6 bytes), peak RSS of the process "
                            "that loads and runs the file", "statistic": args.statistic,
-              "cpu": cpu_info(args.avx2_only), "cpuid_seen": runs[jobs[0]][0]["cpuid_seen"], "onnxruntime": onnxruntime.__version__, "mindspore": mindspore.__version__,
+              "cpu": cpu_info(args.avx2_only), "cpuid_seen": runs[jobs[0]][0]["cpuid_seen"],
+              "onnxruntime": onnxruntime.__version__, "mindspore": mindspore.__version__,
               "rounds": args.rounds, "calls": args.calls, "sources": sources, "rows": rows}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:

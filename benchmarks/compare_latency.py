@@ -51,8 +51,9 @@ def main(argv=None):
         ap.error(f"--rounds and --max_token_id must be >= 1, got {args.rounds} and {args.max_token_id}")
     runners = {k: open_model(v, arena=args.arena) for k, v in files.items()}
     rng = np.random.default_rng(0)
-    result = {"files": {k: os.path.abspath(v) for k, v in files.items()}, "cpu": cpu_info(args.avx2_only), "cpuid": describe(),
-              "rounds": args.rounds, "arena": args.arena, "latency_ms": {}, "latency_ms_rounds": {}, "identical_logits": {}}
+    result = {"files": {k: os.path.abspath(v) for k, v in files.items()}, "cpu": cpu_info(args.avx2_only),
+              "cpuid": describe(), "rounds": args.rounds, "arena": args.arena,
+              "latency_ms": {}, "latency_ms_rounds": {}, "identical_logits": {}}
     for b, s, calls in SHAPES:
         low = 1000 if args.max_token_id > 1000 else 0
         feed = (rng.integers(low, args.max_token_id, (b, s)).astype(np.int32), np.ones((b, s), np.int32),
