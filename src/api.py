@@ -244,4 +244,7 @@ def export(checkpoint: str, output: str, formats: Sequence[str] = ("ONNX", "MIND
         options["calibration_source"] = (f"{n} batch{'es' if n > 1 else ''} of {batch} from the "
                                          f"{calibration_split} split of {os.path.abspath(calibration_data)}")
     vocab = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "vocab.txt")
+    if not os.path.isfile(vocab):  # the files work without it, but predict.py cannot read text then
+        logger.warning("no vocab.txt beside %s: none is written beside the exported files, so predict.py "
+                       "will need --vocab_file (the backbone's vocab.txt)", checkpoint)
     return export_artifacts(net, run, output, formats=tuple(formats), vocab_from=vocab, **options)

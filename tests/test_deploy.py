@@ -659,3 +659,24 @@ def test_deploy_accuracy_alternatives_are_the_teacher_and_its_int8_files(exporte
     for kind in ("teacher int8 ONNX (dynamic)", "teacher int8 ONNX (static)"):
         assert 0.0 < got[kind]["max_logit_diff_from_fp32"] < 0.05, kind
         assert got[kind]["bytes"] < 0.35 * fp32["bytes"], kind
+
+
+def test_export_without_a_vocabulary_says_so(exported, tmp_path, caplog):
+    import logging
+    import shutil
+    from src import api
+    d, _ = exported
+    for f in ("s.ckpt", "s.json"):  # the checkpoint and its config, not its folder's vocab.txt
+        shutil.copy(d / "student" / f, tmp_path / f)
+    with caplog.at_level(logging.WARNING):
+        written = api.export(str(tmp_path / "s.ckpt"), str(tmp_path / "out" / "s"), formats=())
+    assert "no vocab.txt beside" in caplog.text and "--vocab_file" in caplog.text
+    assert not (tmp_path / "out" / "vocab.txt").exists() and all(not p.endswith("vocab.txt") for p in written)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # beside the exported files, it is read again from there
+        api.export(str(tmp_path / "out" / "s.tbq"), str(tmp_path / "again" / "s"), formats=())
+    assert "no vocab.txt" in caplog.text
+    with caplog.at_level(logging.WARNING):
+        caplog.clear()
+        api.export(str(d / "student" / "s.ckpt"), str(tmp_path / "with" / "s"), formats=())
+    assert "no vocab.txt" not in caplog.text and (tmp_path / "with" / "vocab.txt").is_file()
