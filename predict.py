@@ -47,10 +47,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging(sys.stderr)  # stdout may carry the predictions
-    from src.config import get_task
+    from src.config import get_task, vocab_path_for
     from src.predict_io import check_task_shape, encode, read_examples, write_lines
     from src.tokenization import BertTokenizer
-    vocab = args.vocab_file or os.path.join(os.path.dirname(os.path.abspath(args.model)), "vocab.txt")
+    vocab = args.vocab_file or vocab_path_for(args.model)
     if not os.path.isfile(vocab):
         raise FileNotFoundError(f"vocab file {vocab} does not exist; pass --vocab_file (the vocab.txt of the "
                                 f"model's backbone)")

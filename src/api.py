@@ -82,9 +82,9 @@ def _vocab_beside(*models: Optional[str]) -> Optional[str]:
     A run copies it into its folder, so that export.py, which copies the vocab.txt beside the
     checkpoint it exports, leaves it beside the deployment files for predict.py. Two different
     ones (a teacher and a student of different vocabularies) are an error."""
+    from .config import vocab_path_for
     from .glue import sha256_file
-    found = [p for p in (os.path.join(os.path.dirname(os.path.abspath(m)), "vocab.txt") for m in models if m)
-             if os.path.isfile(p)]
+    found = [p for p in (vocab_path_for(m) for m in models if m) if os.path.isfile(p)]
     for other in found[1:]:
         if sha256_file(other) != sha256_file(found[0]):
             raise ValueError(f"{found[0]} and {other} differ: the models do not share one vocabulary")
@@ -95,7 +95,7 @@ def _fit(job: Job, cell, network, run: RunConfig, rank: int, group_size: int, lo
          inputs: dict, vocab: Optional[str] = None) -> dict:
     """Prepare the output folder (once every input was checked; with ``vocab`` copied into it),
     train, log the result."""
-    from .config import atomic_write_bytes
+    from .config import copy_vocab
     from .logs import log_to_file
     from .trainer import LoopSpec, fit, prepare_output_dir
     if rank == 0:
@@ -103,10 +103,8 @@ def _fit(job: Job, cell, network, run: RunConfig, rank: int, group_size: int, lo
                                     "dataset_type": job.dataset_type, **inputs}
         prepare_output_dir(job.output_dir, identity, job.resume, job.overwrite)
         log_to_file(os.path.join(job.output_dir, log_name))
-        dst = os.path.join(job.output_dir, "vocab.txt")
-        if vocab and os.path.abspath(vocab) != os.path.abspath(dst):
-            with open(vocab, "rb") as f:
-                atomic_write_bytes(dst, f.read())
+        if vocab:
+            copy_vocab(vocab, job.output_dir)
     state = fit(LoopSpec(cell, network, run, run.train, job.data_dir, job.dataset_type, job.output_dir,
                          job.eval_batch_size, rank, group_size),
                 resume=job.resume, stop_after=job.stop_after)
@@ -243,8 +241,8 @@ def export(checkpoint: str, output: str, formats: Sequence[str] = ("ONNX", "MIND
         n = len(options["calibration"])
         options["calibration_source"] = (f"{n} batch{'es' if n > 1 else ''} of {batch} from the "
                                          f"{calibration_split} split of {os.path.abspath(calibration_data)}")
-    vocab = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "vocab.txt")
-    if not os.path.isfile(vocab):  # the files work without it, but predict.py cannot read text then
+    vocab = _vocab_beside(checkpoint)
+    if vocab is None:  # the files work without it, but predict.py cannot read text then
         logger.warning("no vocab.txt beside %s: none is written beside the exported files, so predict.py "
                        "will need --vocab_file (the backbone's vocab.txt)", checkpoint)
     return export_artifacts(net, run, output, formats=tuple(formats), vocab_from=vocab, **options)

@@ -10,14 +10,13 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 from typing import Dict, List, Tuple
 
 import numpy as np
 import mindspore as ms
 
-from .config import BertConfig, QuantConfig, RunConfig, config_path_for, get_task, TASKS
+from .config import BertConfig, QuantConfig, RunConfig, config_path_for, copy_vocab, get_task, TASKS
 from .quant import ActQuant
 from .tinybert_model import BertForSequenceClassification, QuantWeightCell
 
@@ -142,7 +141,7 @@ def import_hf(hf_dir: str, task_name: str, out_ckpt: str, seed: int = 42,
     save_network(net, out_ckpt, run)
     vocab = os.path.join(hf_dir, "vocab.txt")
     if os.path.isfile(vocab):
-        shutil.copyfile(vocab, os.path.join(os.path.dirname(os.path.abspath(out_ckpt)), "vocab.txt"))
+        copy_vocab(vocab, os.path.dirname(os.path.abspath(out_ckpt)))
     return run
 
 

@@ -448,6 +448,21 @@ def config_path_for(ckpt_path: str) -> str:
     return root + ".json"
 
 
+def vocab_path_for(model_path: str) -> str:
+    """The tokenizer vocabulary of a model file: ``vocab.txt`` in its folder (import_hf.py, training
+    and export.py put it there; predict.py reads it from there)."""
+    return os.path.join(os.path.dirname(os.path.abspath(model_path)), "vocab.txt")
+
+
+def copy_vocab(src: str, folder: str) -> str:
+    """``src`` as ``folder/vocab.txt``, atomically (nothing when it already is that file); the path."""
+    dst = os.path.join(folder, "vocab.txt")
+    if os.path.abspath(src) != os.path.abspath(dst):
+        with open(src, "rb") as f:
+            atomic_write_bytes(dst, f.read())
+    return dst
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write to a temporary name, then rename: an interruption never leaves half a file."""
     tmp = f"{path}.tmp{os.getpid()}"

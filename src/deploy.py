@@ -20,12 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from .config import RunConfig, atomic_write_text, config_path_for
+from .config import RunConfig, atomic_write_text, config_path_for, copy_vocab
 from .glue import sha256_file as sha256_of
 
 logger = logging.getLogger(__name__)
@@ -137,10 +136,7 @@ def export_artifacts(net, run: RunConfig, base: str, formats=("MINDIR", "ONNX"),
     run.save(base + ".json")
     written.append(base + ".json")
     if vocab_from and os.path.isfile(vocab_from):
-        dst = os.path.join(os.path.dirname(os.path.abspath(base)), "vocab.txt")
-        if os.path.abspath(vocab_from) != dst:
-            shutil.copyfile(vocab_from, dst)
-        written.append(dst)
+        written.append(copy_vocab(vocab_from, os.path.dirname(os.path.abspath(base))))
     extra = {"task": run.task, "quant": run.quant.name}
     if ranges is not None:
         extra["calibration"] = calibration_source or "calibrated"
