@@ -65,8 +65,11 @@ def main(argv=None):
     max_len = args.max_seq_length or (model.run.train.max_seq_length if model.run.train else spec.max_seq_length)
     tok = BertTokenizer(vocab, do_lower_case=not args.cased)
     import numpy as np
+    from tqdm import tqdm
     outputs = []
-    for i in range(0, len(examples), args.batch_size):
+    # progress on stderr when it is a terminal (stdout may carry the predictions)
+    for i in tqdm(range(0, len(examples), args.batch_size), desc="predict", unit="batch",
+                  disable=None, mininterval=2.0, file=sys.stderr):
         ids, mask, seg = encode(tok, examples[i:i + args.batch_size], max_len, args.dynamic_length)
         logits = model(ids, mask, seg)
         if spec.is_regression:
