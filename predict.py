@@ -3,6 +3,10 @@
     python predict.py --model out/export/student.onnx --input sentences.tsv --output predictions.txt
     echo "a gripping film" | python predict.py --model out/export/student.onnx --input -
 
+A long run can be interrupted: the batches done so far stay in OUTPUT.partial, and the same
+command with --resume continues at the first missing batch (refused if the input, the model or
+the options changed); the finished output is identical to an uninterrupted run's.
+
 Input: a .tsv (one example per line: ``text`` or ``text_a<TAB>text_b``, every line with the same
 number of fields; --skip_header drops a first line), a .jsonl (objects with "text", or "text_a"
 and "text_b"), or - for standard input (tsv). Output: one line per input line, the label name
@@ -41,6 +45,9 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=cli.non_negative_int, default=0, help="ONNX Runtime threads (0: all cores)")
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"],
                     help="for .mindir/.tbq/.ckpt models")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --output")
+    ap.add_argument("--stop_after", type=cli.non_negative_int, default=0,
+                    help="stop after N batches as if interrupted (to exercise --resume)")
     return ap.parse_args(argv)
 
 
@@ -48,7 +55,8 @@ def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging(sys.stderr)  # stdout may carry the predictions
     from src.config import get_task, vocab_path_for
-    from src.predict_io import check_task_shape, encode, read_examples, write_lines
+    from src.glue import sha256_file
+    from src.predict_io import PredictionSink, check_task_shape, encode, examples_digest, read_examples
     from src.tokenization import BertTokenizer
     vocab = args.vocab_file or vocab_path_for(args.model)
     if not os.path.isfile(vocab):
@@ -66,20 +74,40 @@ def main(argv=None):
     tok = BertTokenizer(vocab, do_lower_case=not args.cased)
     import numpy as np
     from tqdm import tqdm
-    outputs = []
-    # progress on stderr when it is a terminal (stdout may carry the predictions)
-    for i in tqdm(range(0, len(examples), args.batch_size), desc="predict", unit="batch",
-                  disable=None, mininterval=2.0, file=sys.stderr):
-        ids, mask, seg = encode(tok, examples[i:i + args.batch_size], max_len, args.dynamic_length)
-        logits = model(ids, mask, seg)
-        if spec.is_regression:
-            outputs += [f"{v:.6f}" for v in logits.reshape(-1)]
-        else:
-            outputs += [spec.labels[k] for k in np.argmax(logits, axis=-1)]
-    write_lines(args.output, outputs)
-    logger.info("%d predictions (%s, %s) -> %s", len(outputs), model.run.task, model.run.quant.name,
+    # what a resumed run must share with the interrupted one to continue its output
+    identity = {"examples": examples_digest(examples), "model": os.path.abspath(args.model),
+                "model_sha256": sha256_file(args.model), "vocab_sha256": sha256_file(vocab),
+                "max_seq_length": max_len, "batch_size": args.batch_size, "dynamic_length": args.dynamic_length,
+                "cased": args.cased}
+    sink = PredictionSink(args.output, identity, args.batch_size, len(examples), args.resume)
+    if sink.done:
+        logger.info("resuming %s: %d of %d predictions were written", args.output, sink.done, len(examples))
+    starts = range(sink.done, len(examples), args.batch_size)
+    try:
+        # progress on stderr when it is a terminal (stdout may carry the predictions)
+        for b, i in enumerate(tqdm(starts, desc="predict", unit="batch", disable=None, mininterval=2.0,
+                                   file=sys.stderr)):
+            if args.stop_after and b == args.stop_after:
+                logger.info("stopped after %d batches (--stop_after): %d of %d predictions written",
+                            b, sink.done, len(examples))
+                return None
+            ids, mask, seg = encode(tok, examples[i:i + args.batch_size], max_len, args.dynamic_length)
+            logits = model(ids, mask, seg)
+            if spec.is_regression:
+                sink.write([f"{v:.6f}" for v in logits.reshape(-1)])
+            else:
+                sink.write([spec.labels[k] for k in np.argmax(logits, axis=-1)])
+        sink.finish()
+    except KeyboardInterrupt:
+        if args.output != "-":
+            logger.info("%d of %d predictions are kept in %s.partial; the same command with --resume "
+                        "continues", sink.done, len(examples), args.output)
+        raise
+    finally:
+        sink.close()
+    logger.info("%d predictions (%s, %s) -> %s", len(examples), model.run.task, model.run.quant.name,
                 "stdout" if args.output == "-" else args.output)
-    return outputs
+    return None
 
 
 if __name__ == "__main__":

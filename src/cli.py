@@ -293,7 +293,8 @@ def _raised_by_project(exc: BaseException) -> bool:
 
 
 def run_main(main, name: str) -> int:
-    """Run an entry point; bad input ends with one clear error line and exit code 2.
+    """Run an entry point; bad input ends with one clear error line and exit code 2, Ctrl-C with
+    one line and 130 (the shell's code for SIGINT; what the run keeps, it has said already).
 
     Only the project's own checks become one-liners: an exception raised inside MindSpore or
     another library (a graph that fails to compile, a kernel error) keeps its full traceback."""
@@ -304,4 +305,7 @@ def run_main(main, name: str) -> int:
             raise
         logging.getLogger(name).error("%s", e)
         return 2
+    except KeyboardInterrupt:
+        logging.getLogger(name).error("interrupted")
+        return 130
     return 0

@@ -1,6 +1,7 @@
 """Raw-text input and output of predict.py: strict reading, encoding, atomic writing."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -100,11 +101,93 @@ def encode(tok, examples: List[Example], max_len: int, dynamic_length: bool = Fa
     return ids, mask, seg
 
 
-def write_lines(path: str, lines: List[str]) -> None:
-    text = "".join(line + "\n" for line in lines)
-    if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
+def examples_digest(examples: List[Example]) -> str:
+    """SHA-256 of the examples as read (a file's or stdin's): what a resumed run must see again."""
+    return hashlib.sha256(json.dumps(examples, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+class PredictionSink:
+    """Where predict.py's output lines go, a batch at a time.
+
+    stdout: each batch as soon as it is done. A file PATH: whole batches appended (and flushed) to
+    PATH.partial, beside PATH.partial.json, which names the run (``identity``: the examples' digest,
+    the model, the options); at the end PATH.partial becomes PATH in one rename, so PATH is never
+    half-written. An interrupted run keeps its finished batches: ``resume`` continues at the first
+    missing batch, after checking that the identity is the same. Batches, not lines: with per-call
+    activation ranges an example's output depends on the batch it is in, so a resumed run must
+    form the same batches to write what an uninterrupted one would."""
+
+    def __init__(self, path: str, identity: dict, batch_size: int, total: int, resume: bool = False):
+        self.path, self.done, self._file = path, 0, None
+        if path == "-":
+            if resume:
+                raise ValueError("--resume needs --output FILE: standard output keeps nothing to resume")
+            return
+        self.partial, self.sidecar = path + ".partial", path + ".partial.json"
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        atomic_write_text(path, text)
+        if os.path.exists(self.partial) and not os.path.exists(self.sidecar):
+            raise FileExistsError(f"{self.partial} exists but was not written by predict.py (no {self.sidecar}); "
+                                  f"move it away")
+        if os.path.exists(self.sidecar):
+            if not resume:
+                raise FileExistsError(f"{self.partial} holds the start of an interrupted run: pass --resume to "
+                                      f"continue it, or delete {self.partial} and {self.sidecar}")
+            self.done = self._reopen(identity, batch_size, total)
+        elif resume:
+            raise FileNotFoundError(f"--resume: no interrupted run to continue ({self.sidecar} does not exist)")
+        else:
+            atomic_write_text(self.sidecar, json.dumps(identity, indent=1, sort_keys=True))
+            open(self.partial, "wb").close()
+        self._file = open(self.partial, "ab")
+
+    def _reopen(self, identity: dict, batch_size: int, total: int) -> int:
+        """Check the run's identity; cut PATH.partial back to its last whole batch; its example count."""
+        try:
+            with open(self.sidecar) as f:
+                saved = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{self.sidecar} is damaged ({e}): delete it and {self.partial} to start "
+                             f"again") from None
+        changed = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+        if changed:
+            raise ValueError(f"--resume: the run in {self.partial} differs in "
+                             + ", ".join(f"{k} (then {saved.get(k)!r}, now {identity.get(k)!r})" for k in changed)
+                             + f"; delete {self.partial} and {self.sidecar} to start again")
+        data = b""
+        if os.path.exists(self.partial):  # absent if the run stopped between the two files' creation
+            with open(self.partial, "rb") as f:
+                data = f.read()
+        lines = data.count(b"\n")  # a line cut off by the interruption has no newline yet
+        keep = lines if lines >= total else lines // batch_size * batch_size
+        if keep > total:
+            raise ValueError(f"{self.partial} holds {lines} lines, more than the input's {total} examples")
+        cut = 0
+        for _ in range(keep):
+            cut = data.index(b"\n", cut) + 1
+        with open(self.partial, "r+b") as f:
+            f.truncate(cut)
+        return keep
+
+    def write(self, lines: List[str]) -> None:
+        text = "".join(line + "\n" for line in lines)
+        if self._file is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            self._file.write(text.encode("utf-8"))
+            self._file.flush()  # in the OS's hands: a killed process keeps it
+        self.done += len(lines)
+
+    def finish(self) -> None:
+        """Every batch is in: PATH.partial becomes PATH."""
+        if self._file is None:
+            return
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.partial, self.path)
+        os.remove(self.sidecar)
+
+    def close(self) -> None:
+        """Interrupted: keep what is written (flushed already) for --resume."""
+        if self._file is not None and not self._file.closed:
+            self._file.close()

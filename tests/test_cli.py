@@ -31,6 +31,12 @@ def test_project_errors_are_one_line_framework_errors_keep_their_traceback(caplo
     with pytest.raises((ValueError, RuntimeError)):
         cli.run_main(framework, "t")
 
+    def ctrl_c():
+        raise KeyboardInterrupt
+    caplog.clear()
+    assert cli.run_main(ctrl_c, "t") == 130  # the shell's code for SIGINT, one line, no traceback
+    assert caplog.text.strip().endswith("interrupted") and "Traceback" not in caplog.text
+
 
 def test_export_accepts_the_model_zoo_spellings():
     import export

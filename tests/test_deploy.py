@@ -680,3 +680,43 @@ def test_export_without_a_vocabulary_says_so(exported, tmp_path, caplog):
         caplog.clear()
         api.export(str(d / "student" / "s.ckpt"), str(tmp_path / "with" / "s"), formats=())
     assert "no vocab.txt" not in caplog.text and (tmp_path / "with" / "vocab.txt").is_file()
+
+
+def test_predict_py_resumes_an_interrupted_run(exported, tmp_path):
+    """An interrupted predict.py keeps its finished batches in OUTPUT.partial; --resume continues at
+    the first missing batch and ends with the uninterrupted run's file, and nothing else resumes."""
+    import predict
+    from src.glue import read_examples
+    from src.config import get_task
+    d, _ = exported
+    examples = read_examples(str(d / "glue" / "SST-2" / "dev.tsv"), get_task("sst-2"))
+    inp = tmp_path / "in.tsv"
+    inp.write_text("".join(ex.text_a + "\n" for ex in examples))
+    model = str(d / "exp" / "s.onnx")
+    base = ["--model", model, "--input", str(inp), "--max_seq_length", "24", "--batch_size", "5"]
+    whole = tmp_path / "whole.txt"
+    predict.main(base + ["--output", str(whole)])
+    want = whole.read_text().splitlines()
+    assert len(want) == len(examples) > 20 and set(want) <= {"0", "1"}
+    assert not (tmp_path / "whole.txt.partial").exists() and not (tmp_path / "whole.txt.partial.json").exists()
+
+    out = tmp_path / "out.txt"
+    partial = tmp_path / "out.txt.partial"
+    predict.main(base + ["--output", str(out), "--stop_after", "3"])
+    assert not out.exists() and partial.read_text().splitlines() == want[:15]
+    # a killed run may leave lines of an unfinished batch and half a line: both are computed again
+    with open(partial, "ab") as f:
+        f.write(b"X\nX\n1")
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        predict.main(base + ["--output", str(out)])
+    with pytest.raises(ValueError, match=r"differs in batch_size \(then 5, now 4\)"):
+        predict.main(base[:-1] + ["4", "--output", str(out), "--resume"])
+    predict.main(base + ["--output", str(out), "--resume", "--stop_after", "1"])  # one more batch: 20 lines
+    assert partial.read_text().splitlines() == want[:20]
+    predict.main(base + ["--output", str(out), "--resume"])
+    assert out.read_text().splitlines() == want
+    assert not partial.exists() and not (tmp_path / "out.txt.partial.json").exists()
+    with pytest.raises(FileNotFoundError, match="no interrupted run"):
+        predict.main(base + ["--output", str(out), "--resume"])
+    with pytest.raises(ValueError, match="standard output"):
+        predict.main(base + ["--resume"])
