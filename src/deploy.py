@@ -199,6 +199,12 @@ def onnx_feed(input_ids, input_mask, segment_ids) -> dict:
             "segment_ids": np.asarray(segment_ids, np.int32)}
 
 
+def fixed_ranges(run: RunConfig, calibrated: bool) -> bool:
+    """Whether a model's outputs for an example are independent of the rest of its batch and of
+    the batch's padding (up to float rounding): no per-call activation range search."""
+    return calibrated or run.quant.act_bits >= 32 or run.quant.act_mode != "symmetric"
+
+
 class OnnxPredictor:
     """An ONNX model written by export.py, run by ONNX Runtime (no MindSpore, no onnx package)."""
 
@@ -230,6 +236,7 @@ class OnnxPredictor:
             raise ModelFileError(f"{path}: not an ONNX model written by export.py (format "
                                  f"{meta.get('format')!r}, expected {FORMAT!r})")
         self.run = RunConfig.from_dict(json.loads(meta["run_config"]), where=path)
+        self.fixed_ranges = fixed_ranges(self.run, "calibration" in meta)
 
     def __call__(self, input_ids, input_mask, segment_ids) -> np.ndarray:
         return self.session.run(["logits"], onnx_feed(input_ids, input_mask, segment_ids))[0]
@@ -238,8 +245,9 @@ class OnnxPredictor:
 class MindsporePredictor:
     """A MINDIR (verified against its manifest) or a network, called in MindSpore."""
 
-    def __init__(self, fn: Callable, run: RunConfig, path: str):
+    def __init__(self, fn: Callable, run: RunConfig, path: str, calibrated: bool = False):
         self.fn, self.run, self.path = fn, run, path
+        self.fixed_ranges = fixed_ranges(run, calibrated)
 
     def __call__(self, input_ids, input_mask, segment_ids) -> np.ndarray:
         import mindspore as ms
@@ -256,7 +264,9 @@ def load_mindir(path: str) -> MindsporePredictor:
         graph = nn.GraphCell(ms.load(path))
     except (RuntimeError, ValueError) as e:
         raise ModelFileError(f"{path}: MindSpore cannot load it ({str(e).splitlines()[0][:200]})") from None
-    return MindsporePredictor(graph, run, path)
+    with open(manifest_path(path), encoding="utf-8") as f:
+        calibrated = "calibration" in json.load(f)
+    return MindsporePredictor(graph, run, path, calibrated)
 
 
 def load_network_any(path: str):
