@@ -78,8 +78,8 @@ def main(argv=None):
     import numpy as np
     from tqdm import tqdm
     # what a resumed run must share with the interrupted one to continue its output
-    identity = {"examples": examples_digest(examples), "model": os.path.abspath(args.model),
-                "model_sha256": sha256_file(args.model), "vocab_sha256": sha256_file(vocab),
+    identity = {"examples": examples_digest(examples), "model_sha256": sha256_file(args.model),
+                "vocab_sha256": sha256_file(vocab),
                 "max_seq_length": max_len, "batch_size": args.batch_size, "dynamic_length": args.dynamic_length,
                 "cased": args.cased}
     sink = PredictionSink(args.output, identity, args.batch_size, len(examples), args.resume)

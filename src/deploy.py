@@ -236,7 +236,11 @@ class OnnxPredictor:
             raise ModelFileError(f"{path}: not an ONNX model written by export.py (format "
                                  f"{meta.get('format')!r}, expected {FORMAT!r})")
         self.run = RunConfig.from_dict(json.loads(meta["run_config"]), where=path)
-        self.fixed_ranges = fixed_ranges(self.run, "calibration" in meta)
+        self.calibrated = "calibration" in meta
+
+    @property
+    def fixed_ranges(self) -> bool:
+        return fixed_ranges(self.run, self.calibrated)
 
     def __call__(self, input_ids, input_mask, segment_ids) -> np.ndarray:
         return self.session.run(["logits"], onnx_feed(input_ids, input_mask, segment_ids))[0]
@@ -246,8 +250,11 @@ class MindsporePredictor:
     """A MINDIR (verified against its manifest) or a network, called in MindSpore."""
 
     def __init__(self, fn: Callable, run: RunConfig, path: str, calibrated: bool = False):
-        self.fn, self.run, self.path = fn, run, path
-        self.fixed_ranges = fixed_ranges(run, calibrated)
+        self.fn, self.run, self.path, self.calibrated = fn, run, path, calibrated
+
+    @property
+    def fixed_ranges(self) -> bool:
+        return fixed_ranges(self.run, self.calibrated)
 
     def __call__(self, input_ids, input_mask, segment_ids) -> np.ndarray:
         import mindspore as ms

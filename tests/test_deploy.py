@@ -712,6 +712,12 @@ def test_predict_py_resumes_an_interrupted_run(exported, tmp_path):
         predict.main(base + ["--output", str(out)])
     with pytest.raises(ValueError, match=r"differs in batch_size \(then 5, now 4\)"):
         predict.main(base[:-1] + ["4", "--output", str(out), "--resume"])
+    with pytest.raises(ValueError, match="differs in model_sha256"):  # the same student, another file
+        predict.main(["--model", str(d / "exp" / "s.tbq")] + base[2:] + ["--output", str(out), "--resume"])
+    moved = tmp_path / "moved.onnx"  # the same bytes elsewhere: the same run
+    moved.write_bytes(open(model, "rb").read())
+    base[1] = str(moved)
+    base += ["--vocab_file", str(d / "exp" / "vocab.txt")]
     predict.main(base + ["--output", str(out), "--resume", "--stop_after", "1"])  # one more batch: 20 lines
     assert partial.read_text().splitlines() == want[:20]
     predict.main(base + ["--output", str(out), "--resume"])
