@@ -164,7 +164,7 @@ class PredictionSink:
         cut = 0
         for _ in range(keep):
             cut = data.index(b"\n", cut) + 1
-        with open(self.partial, "r+b") as f:
+        with open(self.partial, "ab") as f:  # created if absent
             f.truncate(cut)
         return keep
 

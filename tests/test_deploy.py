@@ -727,3 +727,31 @@ def test_predict_py_resumes_an_interrupted_run(exported, tmp_path):
         predict.main(base + ["--output", str(out), "--resume"])
     with pytest.raises(ValueError, match="standard output"):
         predict.main(base + ["--resume"])
+
+
+def test_prediction_sink_edges(tmp_path):
+    """predict.py's output sink: a run stopped before its .partial existed resumes from nothing; a
+    damaged sidecar and stray .partial files are named, never overwritten."""
+    from src.predict_io import PredictionSink
+    out = str(tmp_path / "o.txt")
+    sink = PredictionSink(out, {"a": 1}, 2, 5)
+    sink.write(["x", "y"])
+    sink.close()
+    os.remove(out + ".partial")
+    sink = PredictionSink(out, {"a": 1}, 2, 5, resume=True)
+    assert sink.done == 0
+    for lines in (["1", "2"], ["3", "4"], ["5"]):
+        sink.write(lines)
+    sink.finish()
+    assert open(out).read() == "1\n2\n3\n4\n5\n" and os.listdir(tmp_path) == ["o.txt"]
+    # every line of the last (short) batch written, the rename not done: nothing to compute again
+    PredictionSink(out, {"a": 1}, 2, 3).write(["a", "b", "c"])
+    assert PredictionSink(out, {"a": 1}, 2, 3, resume=True).done == 3
+    with open(out + ".partial.json", "w") as f:
+        f.write("{not json")
+    with pytest.raises(ValueError, match=r"o.txt.partial.json is damaged"):
+        PredictionSink(out, {"a": 1}, 2, 3, resume=True)
+    os.remove(out + ".partial.json")
+    with pytest.raises(FileExistsError, match="not written by predict.py"):
+        PredictionSink(out, {"a": 1}, 2, 3)
+    assert open(out + ".partial").read() == "a\nb\nc\n"
