@@ -101,6 +101,25 @@ def encode(tok, examples: List[Example], max_len: int, dynamic_length: bool = Fa
     return ids, mask, seg
 
 
+def batches(tok, examples: List[Example], max_len: int, batch_size: int, dynamic_length: bool = False,
+            by_length: bool = False):
+    """(positions in ``examples``, input_ids, input_mask, segment_ids) per batch: in input order, or
+    (by_length) the examples sorted by token count, so that each batch, cut to its longest example,
+    holds little padding. Sorting changes which examples share a batch: only for models whose
+    outputs do not depend on that (fixed activation ranges)."""
+    if not by_length:
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i:i + batch_size]
+            yield (range(i, i + len(chunk)),) + encode(tok, chunk, max_len, dynamic_length)
+        return
+    ids, mask, seg = encode(tok, examples, max_len)  # [N, max_len] each
+    order = np.argsort(mask.sum(axis=1), kind="stable")
+    for i in range(0, len(order), batch_size):
+        pos = order[i:i + batch_size]
+        s = int(mask[pos].sum(axis=1).max())
+        yield pos, ids[pos, :s], mask[pos, :s], seg[pos, :s]
+
+
 def examples_digest(examples: List[Example]) -> str:
     """SHA-256 of the examples as read (a file's or stdin's): what a resumed run must see again."""
     return hashlib.sha256(json.dumps(examples, ensure_ascii=False).encode("utf-8")).hexdigest()
@@ -109,15 +128,16 @@ def examples_digest(examples: List[Example]) -> str:
 class PredictionSink:
     """Where predict.py's output lines go, a batch at a time.
 
-    stdout: each batch as soon as it is done. A file PATH: whole batches appended (and flushed) to
-    PATH.partial, beside PATH.partial.json, which names the run (``identity``: the examples' digest,
-    the model, the options); at the end PATH.partial becomes PATH in one rename, so PATH is never
-    half-written. An interrupted run keeps its finished batches: ``resume`` continues at the first
-    missing batch, after checking that the identity is the same. Batches, not lines: with per-call
-    activation ranges an example's output depends on the batch it is in, so a resumed run must
-    form the same batches to write what an uninterrupted one would."""
+    Lines come in units of ``unit`` examples (a batch; or a window of batches sorted by length),
+    written whole. stdout: each unit as soon as it is done. A file PATH: units appended (and
+    flushed) to PATH.partial, beside PATH.partial.json, which names the run (``identity``: the
+    examples' digest, the model, the options); at the end PATH.partial becomes PATH in one rename,
+    so PATH is never half-written. An interrupted run keeps its finished units: ``resume``
+    continues at the first missing one, after checking that the identity is the same. Units, not
+    lines: with per-call activation ranges an example's output depends on the batch it is in, so
+    a resumed run must form the same batches to write what an uninterrupted one would."""
 
-    def __init__(self, path: str, identity: dict, batch_size: int, total: int, resume: bool = False):
+    def __init__(self, path: str, identity: dict, unit: int, total: int, resume: bool = False):
         self.path, self.done, self._file = path, 0, None
         if path == "-":
             if resume:
@@ -132,7 +152,7 @@ class PredictionSink:
             if not resume:
                 raise FileExistsError(f"{self.partial} holds the start of an interrupted run: pass --resume to "
                                       f"continue it, or delete {self.partial} and {self.sidecar}")
-            self.done = self._reopen(identity, batch_size, total)
+            self.done = self._reopen(identity, unit, total)
         elif resume:
             raise FileNotFoundError(f"--resume: no interrupted run to continue ({self.sidecar} does not exist)")
         else:
@@ -140,8 +160,8 @@ class PredictionSink:
             open(self.partial, "wb").close()
         self._file = open(self.partial, "ab")
 
-    def _reopen(self, identity: dict, batch_size: int, total: int) -> int:
-        """Check the run's identity; cut PATH.partial back to its last whole batch; its example count."""
+    def _reopen(self, identity: dict, unit: int, total: int) -> int:
+        """Check the run's identity; cut PATH.partial back to its last whole unit; its example count."""
         try:
             with open(self.sidecar) as f:
                 saved = json.load(f)
@@ -158,7 +178,7 @@ class PredictionSink:
             with open(self.partial, "rb") as f:
                 data = f.read()
         lines = data.count(b"\n")  # a line cut off by the interruption has no newline yet
-        keep = lines if lines >= total else lines // batch_size * batch_size
+        keep = lines if lines >= total else lines // unit * unit
         if keep > total:
             raise ValueError(f"{self.partial} holds {lines} lines, more than the input's {total} examples")
         cut = 0

@@ -755,3 +755,38 @@ def test_prediction_sink_edges(tmp_path):
     with pytest.raises(FileExistsError, match="not written by predict.py"):
         PredictionSink(out, {"a": 1}, 2, 3)
     assert open(out + ".partial").read() == "a\nb\nc\n"
+
+
+def test_predict_py_sort_by_length_keeps_input_order(exported, tmp_path):
+    """--sort_by_length (fixed-range models only): batches of similar length, outputs in input order,
+    the labels eval.py's padded batches give; resumable by window; refused for a per-call model."""
+    import export
+    import predict
+    from src.glue import read_examples
+    from src.config import get_task
+    from src.trainer import predict_records
+    d, _ = exported
+    export.main(["--checkpoint", str(d / "student" / "s.ckpt"), "--output", str(tmp_path / "cal" / "s"),
+                 "--file_format", "ONNX", "--no_packed", "--calibration_data", str(d / "data"),
+                 "--calibration_split", "dev", "--calibration_batches", "1"])
+    model = str(tmp_path / "cal" / "s.onnx")
+    logits, _ = predict_records(load_predictor(model), str(d / "data"), "sst-2", 32, "mindrecord")
+    want = [("0", "1")[k] for k in np.argmax(logits, axis=-1)]
+    assert {"0", "1"} <= set(want)  # both labels: a line out of place would show
+    examples = read_examples(str(d / "glue" / "SST-2" / "dev.tsv"), get_task("sst-2"))
+    lengths = {len(ex.text_a.split()) for ex in examples}
+    assert len(lengths) > 5  # sorting moves examples around
+    inp = tmp_path / "in.tsv"
+    inp.write_text("".join(ex.text_a + "\n" for ex in examples))
+    base = ["--model", model, "--input", str(inp), "--max_seq_length", "24", "--batch_size", "4",
+            "--sort_by_length", "--sort_window", "8"]
+    out = tmp_path / "sorted.txt"
+    predict.main(base + ["--output", str(out)])
+    assert out.read_text().splitlines() == want
+    out2 = tmp_path / "resumed.txt"
+    predict.main(base + ["--output", str(out2), "--stop_after", "2"])
+    assert (tmp_path / "resumed.txt.partial").read_text().splitlines() == want[:16]
+    predict.main(base + ["--output", str(out2), "--resume"])
+    assert out2.read_text().splitlines() == want
+    with pytest.raises(ValueError, match="searches its activation ranges per batch"):
+        predict.main(["--model", str(d / "exp" / "s.onnx")] + base[2:] + ["--output", str(tmp_path / "x.txt")])
