@@ -50,15 +50,19 @@ def parse_args(argv=None):
     ap.add_argument("--sort_by_length", action="store_true",
                     help="models with fixed activation ranges: batch examples of similar length together (within "
                          "windows of --sort_window examples), each batch cut to its longest; output in input order")
-    ap.add_argument("--sort_window", type=cli.positive_int, default=2048,
-                    help="examples sorted together (and kept together by --resume)")
+    ap.add_argument("--sort_window", type=cli.positive_int, default=None,
+                    help="with --sort_by_length: examples sorted together (and kept together by --resume); 2048")
     ap.add_argument("--threads", type=cli.non_negative_int, default=0, help="ONNX Runtime threads (0: all cores)")
     ap.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"],
                     help="for .mindir/.tbq/.ckpt models")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --output")
     ap.add_argument("--stop_after", type=cli.non_negative_int, default=0,
                     help="stop after N batches (windows with --sort_by_length) as if interrupted (to exercise --resume)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.sort_window is not None and not args.sort_by_length:
+        ap.error("--sort_window applies to --sort_by_length only")
+    args.sort_window = args.sort_window or 2048
+    return args
 
 
 def main(argv=None):

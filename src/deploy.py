@@ -48,8 +48,8 @@ def write_manifest(base: str, files, extra: dict) -> str:
     return path
 
 
-def verify_against_manifest(path: str) -> None:
-    """Refuse ``path`` unless its manifest lists it with the same size and SHA-256."""
+def verify_against_manifest(path: str) -> dict:
+    """Refuse ``path`` unless its manifest lists it with the same size and SHA-256; the manifest."""
     mpath = manifest_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path} does not exist")
@@ -57,7 +57,8 @@ def verify_against_manifest(path: str) -> None:
         raise ModelFileError(f"{path}: no {os.path.basename(mpath)} beside it (export.py writes one; "
                              f"it holds the checksum that proves the file is whole)")
     with open(mpath, encoding="utf-8") as f:
-        entry = json.load(f)["files"].get(os.path.basename(path))
+        manifest = json.load(f)
+    entry = manifest["files"].get(os.path.basename(path))
     if entry is None:
         raise ModelFileError(f"{path} is not listed in {mpath}")
     size = os.path.getsize(path)
@@ -66,6 +67,7 @@ def verify_against_manifest(path: str) -> None:
                              f"was replaced")
     if sha256_of(path) != entry["sha256"]:
         raise ModelFileError(f"{path}: checksum mismatch: the file is corrupted")
+    return manifest
 
 
 # ------------------------------------------------------------------------------------------
@@ -199,13 +201,21 @@ def onnx_feed(input_ids, input_mask, segment_ids) -> dict:
             "segment_ids": np.asarray(segment_ids, np.int32)}
 
 
-def fixed_ranges(run: RunConfig, calibrated: bool) -> bool:
-    """Whether a model's outputs for an example are independent of the rest of its batch and of
-    the batch's padding (up to float rounding): no per-call activation range search."""
-    return calibrated or run.quant.act_bits >= 32 or run.quant.act_mode != "symmetric"
+class Predictor:
+    """What every model file's predictor tells besides its logits: ``run`` (its RunConfig, or None
+    for a network under training) and ``calibrated`` (export.py fixed its activation ranges)."""
+    run: Optional[RunConfig] = None
+    calibrated: bool = False
+
+    @property
+    def fixed_ranges(self) -> bool:
+        """Whether an example's outputs are independent of the rest of its batch and of the batch's
+        padding (up to float rounding): no per-call activation range search."""
+        q = self.run.quant
+        return self.calibrated or q.act_bits >= 32 or q.act_mode != "symmetric"
 
 
-class OnnxPredictor:
+class OnnxPredictor(Predictor):
     """An ONNX model written by export.py, run by ONNX Runtime (no MindSpore, no onnx package)."""
 
     def __init__(self, path: str, threads: int = 0):
@@ -238,23 +248,15 @@ class OnnxPredictor:
         self.run = RunConfig.from_dict(json.loads(meta["run_config"]), where=path)
         self.calibrated = "calibration" in meta
 
-    @property
-    def fixed_ranges(self) -> bool:
-        return fixed_ranges(self.run, self.calibrated)
-
     def __call__(self, input_ids, input_mask, segment_ids) -> np.ndarray:
         return self.session.run(["logits"], onnx_feed(input_ids, input_mask, segment_ids))[0]
 
 
-class MindsporePredictor:
+class MindsporePredictor(Predictor):
     """A MINDIR (verified against its manifest) or a network, called in MindSpore."""
 
     def __init__(self, fn: Callable, run: RunConfig, path: str, calibrated: bool = False):
         self.fn, self.run, self.path, self.calibrated = fn, run, path, calibrated
-
-    @property
-    def fixed_ranges(self) -> bool:
-        return fixed_ranges(self.run, self.calibrated)
 
     def __call__(self, input_ids, input_mask, segment_ids) -> np.ndarray:
         import mindspore as ms
@@ -265,15 +267,13 @@ class MindsporePredictor:
 def load_mindir(path: str) -> MindsporePredictor:
     import mindspore as ms
     from mindspore import nn
-    verify_against_manifest(path)
+    manifest = verify_against_manifest(path)
     run = RunConfig.load(config_path_for(path))
     try:
         graph = nn.GraphCell(ms.load(path))
     except (RuntimeError, ValueError) as e:
         raise ModelFileError(f"{path}: MindSpore cannot load it ({str(e).splitlines()[0][:200]})") from None
-    with open(manifest_path(path), encoding="utf-8") as f:
-        calibrated = "calibration" in json.load(f)
-    return MindsporePredictor(graph, run, path, calibrated)
+    return MindsporePredictor(graph, run, path, calibrated="calibration" in manifest)
 
 
 def load_network_any(path: str):

@@ -788,5 +788,7 @@ def test_predict_py_sort_by_length_keeps_input_order(exported, tmp_path):
     assert (tmp_path / "resumed.txt.partial").read_text().splitlines() == want[:16]
     predict.main(base + ["--output", str(out2), "--resume"])
     assert out2.read_text().splitlines() == want
+    with pytest.raises(SystemExit):  # a window without sorting: refused, not ignored
+        predict.parse_args(["--model", model, "--input", str(inp), "--sort_window", "8"])
     with pytest.raises(ValueError, match="searches its activation ranges per batch"):
         predict.main(["--model", str(d / "exp" / "s.onnx")] + base[2:] + ["--output", str(tmp_path / "x.txt")])
